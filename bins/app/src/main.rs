@@ -1,0 +1,26 @@
+//! `app` (port 3000): the main API server.
+
+use anyhow::Context as _;
+use platform_core::config::AppConfig;
+use platform_core::db::{CORE_MIGRATIONS, Database};
+use platform_core::redis::Redis;
+use platform_core::service::{ReadinessCheck, ServiceShell};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = AppConfig::from_env()?;
+    let _telemetry = platform_core::telemetry::init("app", &config.telemetry)?;
+
+    let database = Database::connect(&config.database);
+    database.migrate(CORE_MIGRATIONS).await?;
+    let redis = Redis::connect(&config.redis)?;
+
+    let shell = ServiceShell::new("app")
+        .with_readiness(ReadinessCheck::database(database))
+        .with_readiness(ReadinessCheck::redis(redis));
+    let listener = tokio::net::TcpListener::bind(config.http.addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    shell.serve(listener, platform_core::shutdown::signal()).await?;
+    Ok(())
+}

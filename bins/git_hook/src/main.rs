@@ -1,0 +1,27 @@
+//! `git_hook` (port 8083): the worker pool that reacts to pushes.
+
+use anyhow::Context as _;
+use platform_core::config::GitHookConfig;
+use platform_core::db::{CORE_MIGRATIONS, Database};
+use platform_core::redis::Redis;
+use platform_core::service::{ReadinessCheck, ServiceShell};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = GitHookConfig::from_env()?;
+    let _telemetry = platform_core::telemetry::init("git_hook", &config.telemetry)?;
+
+    let database = Database::connect(&config.database);
+    database.migrate(CORE_MIGRATIONS).await?;
+    let redis = Redis::connect(&config.redis)?;
+
+    let shell = ServiceShell::new("git_hook")
+        .with_readiness(ReadinessCheck::database(database))
+        .with_readiness(ReadinessCheck::redis(redis))
+        .with_readiness(ReadinessCheck::directory("repositories", config.repos_root.clone()));
+    let listener = tokio::net::TcpListener::bind(config.http.addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    shell.serve(listener, platform_core::shutdown::signal()).await?;
+    Ok(())
+}

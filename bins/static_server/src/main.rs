@@ -1,0 +1,19 @@
+//! `static_server` (port 8081): serves avatars, blobs and media from `STATIC_ROOT`.
+
+use anyhow::Context as _;
+use platform_core::config::StaticServerConfig;
+use platform_core::service::{ReadinessCheck, ServiceShell};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = StaticServerConfig::from_env()?;
+    let _telemetry = platform_core::telemetry::init("static_server", &config.telemetry)?;
+
+    let shell = ServiceShell::new("static_server")
+        .with_readiness(ReadinessCheck::directory("static_root", config.static_root.clone()));
+    let listener = tokio::net::TcpListener::bind(config.http.addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    shell.serve(listener, platform_core::shutdown::signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Typed configuration from environment variables: the chart's ConfigMap.
+//!
+//! Configuration is built from *sections* (database, Redis, SMTP, ...). Each service asks only for
+//! the sections it needs, through one of the service configurations in [`services`], or by
+//! composing sections itself with an [`EnvReader`]. Loading reports every missing or invalid
+//! variable at once, by name, and never repeats the value of a secret.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use platform_core::config::StaticServerConfig;
+//!
+//! let env = HashMap::from([("STATIC_ROOT".to_owned(), "/data".to_owned())]);
+//! let config = StaticServerConfig::from_env_map(&env)?;
+//! assert_eq!(config.static_root, std::path::Path::new("/data"));
+//! assert_eq!(config.http.addr.port(), 8081);
+//! # Ok::<(), platform_core::config::ConfigError>(())
+//! ```
+//!
+//! A problem is reported by variable:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use platform_core::config::StaticServerConfig;
+//!
+//! let env = HashMap::from([("STATIC_ROOT".to_owned(), "data".to_owned())]);
+//! let error = StaticServerConfig::from_env_map(&env).unwrap_err();
+//! assert_eq!(
+//!     error.to_string(),
+//!     "configuration is invalid:\n  STATIC_ROOT: must be an absolute path (got \"data\")"
+//! );
+//! ```
+
+mod env;
+mod secret;
+pub mod services;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use url::Url;
+
+pub use env::{ConfigError, EnvReader, Problem, Sections};
+pub use secret::{SecretUrl, SshHostKey};
+pub use services::{
+    AppConfig, EmailWorkerConfig, GitHookConfig, GitServerConfig, MetricsAggregatorConfig,
+    StaticServerConfig,
+};
+
+use env::{
+    parse_absolute_path, parse_bool, parse_port, parse_positive, parse_socket_addr,
+    secret_url_with_schemes, url_with_schemes,
+};
+
+/// Collects the process environment into a map, the input of every `from_env_map`.
+///
+/// Variables whose name or value is not valid Unicode are skipped: none of ours can be.
+pub fn process_env() -> std::collections::HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Logging and tracing: `APP_LOG_LEVEL`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `LOKI_URL`.
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// A `tracing` filter directive such as `info` or `info,platform_git=debug` (default `info`).
+    pub log_level: String,
+    /// Where to export traces over OTLP/gRPC; tracing export is disabled when unset.
+    pub otlp_endpoint: Option<Url>,
+    /// Loki's base URL for log pushing; logs are not pushed when unset.
+    pub loki_url: Option<Url>,
+}
+
+impl TelemetryConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let log_level = env.or_default("APP_LOG_LEVEL", "info".to_owned(), |raw| {
+            tracing_subscriber::EnvFilter::try_new(raw)
+                .map(|_| raw.to_owned())
+                .map_err(|e| format!("not a valid log filter such as info or debug ({e})"))
+        });
+        let otlp_endpoint =
+            env.optional("OTEL_EXPORTER_OTLP_ENDPOINT", url_with_schemes(&["http", "https"]));
+        let loki_url = env.optional("LOKI_URL", url_with_schemes(&["http", "https"]));
+        Some(Self { log_level: log_level?, otlp_endpoint: otlp_endpoint?, loki_url: loki_url? })
+    }
+}
+
+/// Where a service's HTTP server listens: `APP_HTTP_ADDR`, defaulting to the chart's port on all
+/// interfaces.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// The socket address to bind. Port 0 asks the system for a free port.
+    pub addr: SocketAddr,
+}
+
+impl HttpConfig {
+    /// Reads the section; `default_port` is the service's port in the chart.
+    pub fn read(env: &mut EnvReader<'_>, default_port: u16) -> Option<Self> {
+        let default = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), default_port);
+        env.or_default("APP_HTTP_ADDR", default, parse_socket_addr).map(|addr| Self { addr })
+    }
+}
+
+/// PostgreSQL: `APP_DATABASE_URL` and `APP_DATABASE_MAX_CONNECTIONS` (default 10).
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// The connection URL (`postgres://user:password@host:5432/db`).
+    pub url: SecretUrl,
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let url =
+            env.required("APP_DATABASE_URL", secret_url_with_schemes(&["postgres", "postgresql"]));
+        let max_connections = env.or_default("APP_DATABASE_MAX_CONNECTIONS", 10, parse_positive);
+        Some(Self { url: url?, max_connections: max_connections? })
+    }
+}
+
+/// Redis: `APP_REDIS_URL`.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// The connection URL (`redis://host:6379`, `rediss://` for TLS).
+    pub url: SecretUrl,
+}
+
+impl RedisConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        env.required("APP_REDIS_URL", secret_url_with_schemes(&["redis", "rediss"]))
+            .map(|url| Self { url })
+    }
+}
+
+/// The optional NATS JetStream queue backend: `NATS_URL` and `NATS_TOKEN`.
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    /// The server URL (`nats://host:4222`); when unset the queue runs on Redis.
+    pub url: Option<SecretUrl>,
+    /// The authentication token, if the server requires one.
+    pub token: Option<SecretString>,
+}
+
+impl NatsConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let url = env.optional("NATS_URL", secret_url_with_schemes(&["nats", "tls", "ws", "wss"]));
+        let token = env.optional("NATS_TOKEN", |raw| Ok(SecretString::from(raw)));
+        Some(Self { url: url?, token: token? })
+    }
+}
+
+/// The public base URL of the deployment: `APP_DOMAIN_URL`, used to build links in mail and API
+/// responses.
+#[derive(Clone, Debug)]
+pub struct DomainConfig {
+    /// For example `https://git.example.com`.
+    pub public_url: Url,
+}
+
+impl DomainConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        env.required("APP_DOMAIN_URL", |raw| {
+            let url = url_with_schemes(&["http", "https"])(raw)?;
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err("must not have a query or fragment".to_owned());
+            }
+            Ok(url)
+        })
+        .map(|public_url| Self { public_url })
+    }
+}
+
+/// Web sessions: `APP_SESSION_SECRET` (at least 32 bytes) and `APP_COOKIE_SECURE` (default false).
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The key that signs session cookies.
+    pub secret: SecretString,
+    /// Whether cookies carry the `Secure` attribute (set it behind HTTPS).
+    pub cookie_secure: bool,
+}
+
+/// The shortest session secret accepted, in bytes.
+pub const MIN_SESSION_SECRET_BYTES: usize = 32;
+
+impl SessionConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let secret = env.required("APP_SESSION_SECRET", |raw| {
+            if raw.len() < MIN_SESSION_SECRET_BYTES {
+                return Err(format!(
+                    "must be at least {MIN_SESSION_SECRET_BYTES} bytes (got {}); generate one with \
+                     openssl rand -base64 48",
+                    raw.len()
+                ));
+            }
+            Ok(SecretString::from(raw))
+        });
+        let cookie_secure = env.or_default("APP_COOKIE_SECURE", false, parse_bool);
+        Some(Self { secret: secret?, cookie_secure: cookie_secure? })
+    }
+}
+
+/// The storage roots on the shared volume.
+///
+/// Each service reads only the roots it uses, so each is its own reader function.
+#[derive(Clone, Debug)]
+pub struct StorageRoots;
+
+impl StorageRoots {
+    /// `APP_REPOS_ROOT`: where bare repositories live (`/data/repos`).
+    pub fn repos(env: &mut EnvReader<'_>) -> Option<PathBuf> {
+        env.required("APP_REPOS_ROOT", parse_absolute_path)
+    }
+
+    /// `APP_AVATAR_PATH`: where avatars live (`/data/avatars`).
+    pub fn avatars(env: &mut EnvReader<'_>) -> Option<PathBuf> {
+        env.required("APP_AVATAR_PATH", parse_absolute_path)
+    }
+
+    /// `STORAGE_PATH`: where uploaded files and blobs live (`/data/files`).
+    pub fn files(env: &mut EnvReader<'_>) -> Option<PathBuf> {
+        env.required("STORAGE_PATH", parse_absolute_path)
+    }
+
+    /// `STATIC_ROOT`: what the static server serves (`/data`).
+    pub fn static_root(env: &mut EnvReader<'_>) -> Option<PathBuf> {
+        env.required("STATIC_ROOT", parse_absolute_path)
+    }
+}
+
+/// The OpenAI-compatible API: `APP_AI_BASIC_URL` and `APP_AI_API_KEY`.
+#[derive(Clone, Debug)]
+pub struct AiConfig {
+    /// The API base URL, for example `https://api.openai.com/v1`.
+    pub base_url: Url,
+    /// The API key sent as a bearer token.
+    pub api_key: SecretString,
+}
+
+impl AiConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let base_url = env.required("APP_AI_BASIC_URL", url_with_schemes(&["http", "https"]));
+        let api_key = env.required("APP_AI_API_KEY", |raw| Ok(SecretString::from(raw)));
+        Some(Self { base_url: base_url?, api_key: api_key? })
+    }
+}
+
+/// The embedding model: `APP_EMBED_MODEL_NAME` (default `text-embedding-3-small`),
+/// `APP_EMBED_MODEL_DIMENSIONS` (default 1536), and `APP_EMBED_MODEL_BASE_URL` /
+/// `APP_EMBED_MODEL_API_KEY`, which default to the AI API's.
+#[derive(Clone, Debug)]
+pub struct EmbeddingConfig {
+    /// The model name sent to the embeddings endpoint.
+    pub model: String,
+    /// The length of each embedding vector.
+    pub dimensions: u32,
+    /// The API base URL.
+    pub base_url: Url,
+    /// The API key.
+    pub api_key: SecretString,
+}
+
+impl EmbeddingConfig {
+    /// Reads the section; `ai` supplies the defaults for the base URL and key.
+    pub fn read(env: &mut EnvReader<'_>, ai: Option<&AiConfig>) -> Option<Self> {
+        let model =
+            env.or_default("APP_EMBED_MODEL_NAME", "text-embedding-3-small".to_owned(), |raw| {
+                Ok(raw.to_owned())
+            });
+        let dimensions = env.or_default("APP_EMBED_MODEL_DIMENSIONS", 1536, parse_positive);
+        let base_url =
+            env.optional("APP_EMBED_MODEL_BASE_URL", url_with_schemes(&["http", "https"]));
+        let api_key = env.optional("APP_EMBED_MODEL_API_KEY", |raw| Ok(SecretString::from(raw)));
+        // When the AI section itself is invalid its variables are already reported; a missing
+        // default here is a consequence, not a second problem.
+        let base_url = base_url?.or_else(|| ai.map(|ai| ai.base_url.clone()))?;
+        let api_key = api_key?.or_else(|| ai.map(|ai| ai.api_key.clone()))?;
+        Some(Self { model: model?, dimensions: dimensions?, base_url, api_key })
+    }
+}
+
+/// The Qdrant vector database: `APP_QDRANT_URL` and `APP_QDRANT_API_KEY`, both optional;
+/// semantic search is off when the URL is unset.
+#[derive(Clone, Debug)]
+pub struct QdrantConfig {
+    /// The gRPC URL, for example `http://qdrant:6334`.
+    pub url: Option<Url>,
+    /// The API key, if the server requires one.
+    pub api_key: Option<SecretString>,
+}
+
+impl QdrantConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let url = env.optional("APP_QDRANT_URL", url_with_schemes(&["http", "https"]));
+        let api_key = env.optional("APP_QDRANT_API_KEY", |raw| Ok(SecretString::from(raw)));
+        Some(Self { url: url?, api_key: api_key? })
+    }
+}
+
+/// How the SMTP connection is secured: `APP_SMTP_TLS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// TLS from the first byte (`implicit`, usually port 465).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS, which is required (`starttls`, usually port 587).
+    StartTls,
+    /// No encryption (`none`): only for a relay on the same host or local development.
+    None,
+}
+
+impl SmtpTls {
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "implicit" | "tls" => Ok(Self::Implicit),
+            "starttls" => Ok(Self::StartTls),
+            "none" | "plain" => Ok(Self::None),
+            _ => Err(format!("must be implicit, starttls or none (got {raw:?})")),
+        }
+    }
+
+    /// Returns the usual port for this mode: 465, 587 or 25.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Implicit => 465,
+            Self::StartTls => 587,
+            Self::None => 25,
+        }
+    }
+}
+
+/// Outgoing mail: `APP_SMTP_HOST`, `APP_SMTP_PORT` (default by TLS mode), `APP_SMTP_TLS`
+/// (default `starttls`), `APP_SMTP_USERNAME` (default: the from address), `APP_SMTP_PASSWORD`,
+/// `APP_SMTP_FROM` (default `noreply@` the domain's host).
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    /// The relay's host name.
+    pub host: String,
+    /// The relay's port.
+    pub port: u16,
+    /// How the connection is secured.
+    pub tls: SmtpTls,
+    /// The AUTH user name.
+    pub username: String,
+    /// The AUTH password.
+    pub password: SecretString,
+    /// The envelope and header sender address.
+    pub from: String,
+}
+
+impl SmtpConfig {
+    /// Reads the section; `domain` supplies the default sender address.
+    pub fn read(env: &mut EnvReader<'_>, domain: Option<&DomainConfig>) -> Option<Self> {
+        let host = env.required("APP_SMTP_HOST", |raw| {
+            url::Host::parse(raw)
+                .map(|_| raw.to_owned())
+                .map_err(|e| format!("not a valid host name ({e})"))
+        });
+        let tls = env.or_default("APP_SMTP_TLS", SmtpTls::StartTls, SmtpTls::parse);
+        let port = env.optional("APP_SMTP_PORT", parse_port);
+        let password = env.required("APP_SMTP_PASSWORD", |raw| Ok(SecretString::from(raw)));
+        let from = env.optional("APP_SMTP_FROM", |raw| {
+            let valid = raw
+                .split_once('@')
+                .is_some_and(|(local, host)| !local.is_empty() && host.contains('.'));
+            if valid {
+                Ok(raw.to_owned())
+            } else {
+                Err(format!("not an email address (got {raw:?})"))
+            }
+        });
+        let from = match from? {
+            Some(from) => from,
+            None => match domain.and_then(|d| d.public_url.host_str()) {
+                Some(host) => format!("noreply@{host}"),
+                None => {
+                    env.problem("APP_SMTP_FROM", "missing, and APP_DOMAIN_URL gives no default");
+                    return None;
+                }
+            },
+        };
+        let username = env.optional("APP_SMTP_USERNAME", |raw| Ok(raw.to_owned()));
+        let tls = tls?;
+        Some(Self {
+            host: host?,
+            port: port?.unwrap_or(tls.default_port()),
+            tls,
+            username: username?.unwrap_or_else(|| from.clone()),
+            password: password?,
+            from,
+        })
+    }
+}
+
+/// The SSH server: `APP_SSH_SERVER_PRIVATE_KEY` and `APP_SSH_PORT` (default 2222).
+#[derive(Clone, Debug)]
+pub struct SshConfig {
+    /// The host key, decoded and checked.
+    pub host_key: SshHostKey,
+    /// The socket address the SSH server binds: all interfaces on `APP_SSH_PORT`, or
+    /// `APP_SSH_ADDR` when set.
+    pub addr: SocketAddr,
+}
+
+/// The chart's SSH port.
+pub const DEFAULT_SSH_PORT: u16 = 2222;
+
+impl SshConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let host_key = env.required("APP_SSH_SERVER_PRIVATE_KEY", SshHostKey::from_hex);
+        let port = env.or_default("APP_SSH_PORT", DEFAULT_SSH_PORT, parse_port);
+        let addr = env.optional("APP_SSH_ADDR", parse_socket_addr);
+        let addr = addr?.unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port?));
+        Some(Self { host_key: host_key?, addr })
+    }
+}

@@ -1,0 +1,471 @@
+//! The HTTP shell every service runs in.
+//!
+//! A [`ServiceShell`] serves a service's own routes next to three operational endpoints:
+//!
+//! - `GET /healthz`: 200 while the process is alive;
+//! - `GET /readyz`: 200 when every [`ReadinessCheck`] passes, otherwise 503 with JSON naming the
+//!   failing dependency, and 503 once shutdown has begun;
+//! - `GET /metrics`: the Prometheus registry in the text exposition format.
+//!
+//! Every request is traced (with a request id, and with credentials hidden), counted and timed;
+//! the service's own routes get a timeout and a body limit. [`ServiceShell::serve`] stops
+//! accepting connections when its shutdown future completes, lets in-flight requests finish
+//! within a grace period, then returns.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use platform_core::service::{ReadinessCheck, ServiceShell};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let routes = Router::new().route("/hello", get(|| async { "hello" }));
+//! let shell = ServiceShell::new("hello")
+//!     .with_routes(routes)
+//!     .with_readiness(ReadinessCheck::directory("data", "/var/lib/hello"));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! shell.serve(listener, platform_core::shutdown::signal()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::db::Database;
+use crate::redis::Redis;
+use crate::telemetry::{HttpMetrics, Metrics, RequestLabels, RouteLabels};
+
+/// How long one readiness check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The error returned by [`ServiceShell::serve`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener's address could not be read.
+    #[error("failed to read the listener's address")]
+    LocalAddr(#[source] std::io::Error),
+    /// The server failed.
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// One dependency that must be reachable for a service to be ready.
+#[derive(Clone)]
+pub struct ReadinessCheck {
+    name: Cow<'static, str>,
+    probe: Arc<dyn Fn() -> ProbeFuture + Send + Sync>,
+}
+
+impl std::fmt::Debug for ReadinessCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadinessCheck").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl ReadinessCheck {
+    /// Creates a check named `name` (the name `/readyz` reports) that runs `probe`.
+    ///
+    /// The probe's error, with its sources, becomes the reported reason; it must not contain
+    /// secrets.
+    pub fn new<F, Fut, E>(name: impl Into<Cow<'static, str>>, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::error::Error,
+    {
+        let probe = Arc::new(probe);
+        Self {
+            name: name.into(),
+            probe: Arc::new(move || {
+                let future = probe();
+                Box::pin(async move { future.await.map_err(|error| error_chain(&error)) })
+            }),
+        }
+    }
+
+    /// Checks that PostgreSQL answers a query; reported as `database`.
+    pub fn database(database: Database) -> Self {
+        Self::new("database", move || {
+            let database = database.clone();
+            async move { database.ping().await }
+        })
+    }
+
+    /// Checks that Redis answers `PING`; reported as `redis`.
+    pub fn redis(redis: Redis) -> Self {
+        Self::new("redis", move || {
+            let redis = redis.clone();
+            async move { redis.ping().await }
+        })
+    }
+
+    /// Checks that `path` is a directory this process can list; reported as `name`.
+    pub fn directory(name: impl Into<Cow<'static, str>>, path: impl Into<PathBuf>) -> Self {
+        let path = Arc::new(path.into());
+        Self::new(name, move || {
+            let path = Arc::clone(&path);
+            async move {
+                let mut entries = tokio::fs::read_dir(path.as_path())
+                    .await
+                    .map_err(|source| DirectoryError { path: path.as_path().to_owned(), source })?;
+                entries
+                    .next_entry()
+                    .await
+                    .map(|_| ())
+                    .map_err(|source| DirectoryError { path: path.as_path().to_owned(), source })
+            }
+        })
+    }
+
+    /// Returns the name `/readyz` reports for this check.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the check, bounded by a three-second timeout.
+    ///
+    /// # Errors
+    ///
+    /// Returns the reason the dependency is not usable.
+    pub async fn run(&self) -> Result<(), String> {
+        match tokio::time::timeout(CHECK_TIMEOUT, (self.probe)()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+        }
+    }
+}
+
+/// The error a [`ReadinessCheck::directory`] check reports.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read directory {path:?}")]
+struct DirectoryError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Limits applied to a service's own routes.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLimits {
+    /// The longest a request may take before it is answered 503; `None` for no limit.
+    pub request_timeout: Option<Duration>,
+    /// The largest request body accepted, in bytes, before answering 413; `None` for no limit.
+    pub body_limit: Option<usize>,
+}
+
+impl Default for RouteLimits {
+    /// Thirty seconds and 2 MiB: right for a JSON API, wrong for git pushes, which set their own.
+    fn default() -> Self {
+        Self { request_timeout: Some(Duration::from_secs(30)), body_limit: Some(2 * 1024 * 1024) }
+    }
+}
+
+/// A service's HTTP server: its routes, the operational endpoints, and graceful shutdown.
+#[derive(Debug)]
+pub struct ServiceShell {
+    name: String,
+    metrics: Metrics,
+    checks: Vec<ReadinessCheck>,
+    routes: Router,
+    limits: RouteLimits,
+    shutdown_grace: Duration,
+}
+
+impl ServiceShell {
+    /// Creates a shell for the service `name` with no routes and no readiness checks.
+    ///
+    /// It also makes sure a TLS crypto provider is installed, since several dependencies bring
+    /// their own and rustls refuses to choose between them.
+    pub fn new(name: impl Into<String>) -> Self {
+        crate::tls::install_crypto_provider();
+        let name = name.into();
+        Self {
+            metrics: Metrics::new(&name),
+            name,
+            checks: Vec::new(),
+            routes: Router::new(),
+            limits: RouteLimits::default(),
+            shutdown_grace: Duration::from_secs(25),
+        }
+    }
+
+    /// Returns the service's metrics registry, to register its own metrics in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Adds the service's own routes. They must not use `/healthz`, `/readyz` or `/metrics`.
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// Adds a dependency that `/readyz` checks.
+    pub fn with_readiness(mut self, check: ReadinessCheck) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// Sets the timeout and body limit of the service's own routes.
+    pub fn with_limits(mut self, limits: RouteLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets how long in-flight requests may run after shutdown begins (default 25 s, inside
+    /// Kubernetes' default 30 s termination grace period).
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Builds the complete router, for serving elsewhere or testing with `oneshot`.
+    pub fn router(&self) -> Router {
+        self.build_router(Arc::new(AtomicBool::new(false)))
+    }
+
+    fn build_router(&self, draining: Arc<AtomicBool>) -> Router {
+        let mut routes = self.routes.clone();
+        if let Some(limit) = self.limits.body_limit {
+            routes = routes.layer(RequestBodyLimitLayer::new(limit));
+        }
+        if let Some(timeout) = self.limits.request_timeout {
+            routes = routes
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
+        }
+        let readiness = Arc::new(Readiness {
+            service: self.name.clone(),
+            checks: self.checks.clone(),
+            draining,
+        });
+        let metrics = self.metrics.clone();
+        let operational = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz).with_state(readiness))
+            .route("/metrics", get(move || serve_metrics(metrics.clone())));
+
+        let sensitive = [
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+            header::SET_COOKIE,
+        ];
+        let request_id = HeaderName::from_static("x-request-id");
+        operational
+            .merge(routes)
+            .layer(CatchPanicLayer::new())
+            .layer(middleware::from_fn_with_state(self.metrics.http().clone(), record_metrics))
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                // The path only: query strings can carry tokens.
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = request.uri().path(),
+                    request_id,
+                )
+            }))
+            .layer(PropagateRequestIdLayer::new(request_id.clone()))
+            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+            .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections, waits up to the
+    /// grace period for in-flight requests, and returns.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the listener fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        let draining = Arc::new(AtomicBool::new(false));
+        let router = self.build_router(Arc::clone(&draining));
+        let stopping = CancellationToken::new();
+        let server =
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown({
+                    let stopping = stopping.clone();
+                    let service = self.name.clone();
+                    async move {
+                        shutdown.await;
+                        draining.store(true, Ordering::SeqCst);
+                        tracing::info!(service, "shutdown requested: finishing in-flight requests");
+                        stopping.cancel();
+                    }
+                });
+        tracing::info!(service = %self.name, %addr, "listening");
+
+        let grace = self.shutdown_grace;
+        let grace_elapsed = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server.into_future() => result.map_err(ServeError::Serve)?,
+            () = grace_elapsed => {
+                tracing::warn!(service = %self.name, grace_s = grace.as_secs(), "grace period elapsed: abandoning in-flight requests");
+            }
+        }
+        tracing::info!(service = %self.name, "stopped");
+        Ok(())
+    }
+}
+
+struct Readiness {
+    service: String,
+    checks: Vec<ReadinessCheck>,
+    draining: Arc<AtomicBool>,
+}
+
+#[derive(Serialize)]
+struct ReadinessReport<'a> {
+    status: &'static str,
+    service: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failed: Vec<String>,
+    checks: Vec<CheckReport>,
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    name: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    duration_ms: u64,
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
+    if readiness.draining.load(Ordering::SeqCst) {
+        let report = ReadinessReport {
+            status: "shutting_down",
+            service: &readiness.service,
+            failed: Vec::new(),
+            checks: Vec::new(),
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(report)).into_response();
+    }
+    let mut running = tokio::task::JoinSet::new();
+    for (index, check) in readiness.checks.iter().cloned().enumerate() {
+        running.spawn(async move {
+            let started = Instant::now();
+            let result = check.run().await;
+            (
+                index,
+                CheckReport {
+                    name: check.name().to_owned(),
+                    ok: result.is_ok(),
+                    error: result.err(),
+                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                },
+            )
+        });
+    }
+    let mut checks: Vec<(usize, CheckReport)> = Vec::with_capacity(readiness.checks.len());
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok(report) => checks.push(report),
+            Err(error) => tracing::error!(%error, "readiness check panicked"),
+        }
+    }
+    checks.sort_by_key(|(index, _)| *index);
+    let checks: Vec<CheckReport> = checks.into_iter().map(|(_, report)| report).collect();
+    let failed: Vec<String> = checks.iter().filter(|c| !c.ok).map(|c| c.name.clone()).collect();
+    let complete = checks.len() == readiness.checks.len();
+    let (status, code) = if failed.is_empty() && complete {
+        ("ready", StatusCode::OK)
+    } else {
+        for check in checks.iter().filter(|c| !c.ok) {
+            tracing::warn!(check = %check.name, error = check.error.as_deref().unwrap_or_default(), "not ready");
+        }
+        ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
+    };
+    (code, Json(ReadinessReport { status, service: &readiness.service, failed, checks }))
+        .into_response()
+}
+
+async fn serve_metrics(metrics: Metrics) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        metrics.encode(),
+    )
+}
+
+/// Decrements the in-flight gauge however the request ends, including when the client goes away.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn record_metrics(
+    State(metrics): State<HttpMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    metrics.in_flight.inc();
+    let _in_flight = InFlight(metrics.in_flight.clone());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .duration
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels { method, route, status: response.status().as_u16() })
+        .inc();
+    response
+}

@@ -1,0 +1,221 @@
+//! Helpers for the platform's integration tests.
+//!
+//! Tests run against real services that `scripts/services.sh` starts and describes in
+//! environment variables (`PLATFORM_TEST_DATABASE_URL`, `PLATFORM_TEST_REDIS_URL`,
+//! `PLATFORM_TEST_NATS_URL`). Each test takes its own database ([`fresh_database`]) or key
+//! prefix ([`unique_name`]), so tests run in parallel. [`ServiceProcess`] runs one of our
+//! binaries as a real process and kills it when dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// Returns the value of a variable that `scripts/services.sh` exports.
+///
+/// # Panics
+///
+/// Panics with instructions when the tests were not started through `scripts/test.sh`.
+pub fn service_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts the services")
+    })
+}
+
+/// Returns the repository's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("test-support lives in the workspace").to_owned()
+}
+
+/// Returns a name unique to this call across processes: `{prefix}_{pid}_{time}_{n}`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}_{}_{nanos}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Creates an empty database on the test PostgreSQL server and returns its URL.
+///
+/// # Errors
+///
+/// Fails when the server is not reachable.
+pub async fn fresh_database() -> anyhow::Result<String> {
+    let admin = service_env("PLATFORM_TEST_DATABASE_URL");
+    fresh_database_on(&admin).await
+}
+
+/// Creates an empty database on the server `admin_url` points to and returns its URL.
+///
+/// # Errors
+///
+/// Fails when the server is not reachable.
+pub async fn fresh_database_on(admin_url: &str) -> anyhow::Result<String> {
+    let name = unique_name("test");
+    let mut conn = AsyncPgConnection::establish(admin_url)
+        .await
+        .with_context(|| format!("cannot connect to the test PostgreSQL at {admin_url}"))?;
+    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+    let (base, _) = admin_url.rsplit_once('/').context("database URL has no path")?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Returns a free loopback port. Another process may take it before it is used; tests use it
+/// only where a service cannot be told to pick its own (port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("the loopback interface has free ports")
+}
+
+/// One of our binaries, running as a real process with a chosen environment.
+///
+/// Its standard output and error are collected line by line. It is killed when dropped.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts `program` with exactly `env` (plus `PATH`, and `APP_HTTP_ADDR=127.0.0.1:0` unless
+    /// given) and waits until it logs that it is listening.
+    ///
+    /// # Errors
+    ///
+    /// Fails, with everything the process printed, when it exits or is silent for 60 seconds.
+    pub async fn start(program: &Path, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let mut command = Command::new(program);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("APP_HTTP_ADDR", "127.0.0.1:0")
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().with_context(|| format!("cannot start {program:?}"))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, mut addr_rx) = watch::channel(None::<SocketAddr>);
+        let addr_tx = Arc::new(addr_tx);
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(collect_lines(stdout, Arc::clone(&lines), Arc::clone(&addr_tx)));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(collect_lines(stderr, Arc::clone(&lines), Arc::clone(&addr_tx)));
+        }
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Some(addr) = *addr_rx.borrow_and_update() {
+                    return Ok(addr);
+                }
+                tokio::select! {
+                    changed = addr_rx.changed() => {
+                        if changed.is_err() { bail!("output closed before listening"); }
+                    }
+                    status = child.wait() => bail!("exited before listening: {:?}", status),
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Ok(addr)) => Ok(Self { child, addr, lines }),
+            Ok(Err(error)) => bail!("{program:?} {error}; output:\n{}", join(&lines)),
+            Err(_) => bail!("{program:?} did not listen within 60 s; output:\n{}", join(&lines)),
+        }
+    }
+
+    /// Returns the HTTP address the process listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Returns `http://{addr}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Returns every line the process has printed so far.
+    pub fn output(&self) -> String {
+        join(&self.lines)
+    }
+
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the process has no id (it has exited) or `kill` fails.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process has exited")?;
+        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(())
+    }
+
+    /// Waits up to `limit` for the process to exit and returns its status.
+    ///
+    /// # Errors
+    ///
+    /// Fails when it is still running after `limit`.
+    pub async fn wait(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .with_context(|| format!("still running after {limit:?}; output:\n{}", self.output()))?
+            .context("cannot wait for the process")
+    }
+}
+
+fn join(lines: &Mutex<Vec<String>>) -> String {
+    lines.lock().unwrap_or_else(PoisonError::into_inner).join("\n")
+}
+
+async fn collect_lines(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    lines: Arc<Mutex<Vec<String>>>,
+    addr: Arc<watch::Sender<Option<SocketAddr>>>,
+) {
+    let mut reader = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = reader.next_line().await {
+        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+            && event["message"] == "listening"
+            && let Some(listening) = event["addr"].as_str().and_then(|a| a.parse().ok())
+        {
+            addr.send_replace(Some(listening));
+        }
+        lines.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+    }
+}
+
+/// Polls `url` until it answers `status`, for at most `limit`; returns the last body.
+///
+/// # Errors
+///
+/// Fails with the last answer when `status` never came.
+pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = match client.get(url).send().await {
+            Ok(response) if response.status().as_u16() == status => {
+                return Ok(response.text().await?);
+            }
+            Ok(response) => format!("{} {}", response.status(), response.text().await.unwrap_or_default()),
+            Err(error) => error.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{url} did not answer {status} within {limit:?}; last answer: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
