@@ -310,6 +310,9 @@ impl ServiceShell {
     /// Serves until `shutdown` completes, then stops accepting connections, waits up to the
     /// grace period for in-flight requests, and returns.
     ///
+    /// Requests still running after the grace period are abandoned: their connections end with
+    /// the Tokio runtime, which is what happens when `main` returns.
+    ///
     /// # Errors
     ///
     /// Fails when the listener fails.

@@ -33,7 +33,10 @@ pub fn service_env(name: &str) -> String {
 
 /// Returns the repository's root directory.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("test-support lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("test-support lives in the workspace")
+        .to_owned()
 }
 
 /// Returns a name unique to this call across processes: `{prefix}_{pid}_{time}_{n}`.
@@ -158,7 +161,8 @@ impl ServiceProcess {
     /// Fails when the process has no id (it has exited) or `kill` fails.
     pub fn terminate(&self) -> anyhow::Result<()> {
         let pid = self.child.id().context("the process has exited")?;
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        let status =
+            std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
         anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
         Ok(())
     }
@@ -210,7 +214,9 @@ pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> anyhow:
             Ok(response) if response.status().as_u16() == status => {
                 return Ok(response.text().await?);
             }
-            Ok(response) => format!("{} {}", response.status(), response.text().await.unwrap_or_default()),
+            Ok(response) => {
+                format!("{} {}", response.status(), response.text().await.unwrap_or_default())
+            }
             Err(error) => error.to_string(),
         };
         if tokio::time::Instant::now() >= deadline {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use platform_test_support::{
-    ServiceProcess, fresh_database, fresh_database_on, free_port, service_env, wait_for_status,
+    ServiceProcess, free_port, fresh_database, fresh_database_on, service_env, wait_for_status,
     workspace_root,
 };
 
@@ -74,11 +74,19 @@ async fn ready_with_its_dependencies_and_stops_cleanly_on_sigterm() -> anyhow::R
     let body = wait_for_status(&app.url("/readyz"), 200, Duration::from_secs(30)).await?;
     let report: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(report["status"], "ready");
-    let names: Vec<&str> = report["checks"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     assert_eq!(names, ["database", "redis"]);
     wait_for_status(&app.url("/healthz"), 200, Duration::from_secs(1)).await?;
     let metrics = wait_for_status(&app.url("/metrics"), 200, Duration::from_secs(1)).await?;
-    assert!(metrics.contains(r#"http_requests_total{method="GET",route="/readyz",status="200"}"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"http_requests_total{method="GET",route="/readyz",status="200"}"#),
+        "{metrics}"
+    );
 
     app.terminate()?;
     let status = app.wait(Duration::from_secs(30)).await?;
@@ -91,8 +99,10 @@ async fn two_replicas_starting_together_migrate_once_and_both_become_ready() -> 
     let data = scratch_dir();
     let database = fresh_database().await?;
     let env = app_env(&database, &data);
-    let (first, second) =
-        tokio::join!(ServiceProcess::start(Path::new(APP), &env), ServiceProcess::start(Path::new(APP), &env));
+    let (first, second) = tokio::join!(
+        ServiceProcess::start(Path::new(APP), &env),
+        ServiceProcess::start(Path::new(APP), &env)
+    );
     let (first, second) = (first?, second?);
     for app in [&first, &second] {
         wait_for_status(&app.url("/readyz"), 200, Duration::from_secs(30)).await?;
@@ -102,9 +112,18 @@ async fn two_replicas_starting_together_migrate_once_and_both_become_ready() -> 
         .iter()
         .filter(|app| app.output().contains("applied database migrations"))
         .count();
-    assert_eq!(applied_by, 1, "exactly one replica applies the migrations:\n{}\n---\n{}", first.output(), second.output());
     assert_eq!(
-        [&first, &second].iter().filter(|app| app.output().contains("database schema is up to date")).count(),
+        applied_by,
+        1,
+        "exactly one replica applies the migrations:\n{}\n---\n{}",
+        first.output(),
+        second.output()
+    );
+    assert_eq!(
+        [&first, &second]
+            .iter()
+            .filter(|app| app.output().contains("database schema is up to date"))
+            .count(),
         1
     );
 
@@ -114,15 +133,17 @@ async fn two_replicas_starting_together_migrate_once_and_both_become_ready() -> 
         count: i64,
     }
     let mut conn = AsyncPgConnection::establish(&database).await?;
-    let rows: Vec<Count> = diesel::sql_query("SELECT count(*) AS count FROM __diesel_schema_migrations")
-        .load(&mut conn)
-        .await?;
+    let rows: Vec<Count> =
+        diesel::sql_query("SELECT count(*) AS count FROM __diesel_schema_migrations")
+            .load(&mut conn)
+            .await?;
     assert_eq!(rows[0].count, i64::try_from(migration_count())?);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn readiness_names_the_database_while_it_is_down_and_recovers_without_restart() -> anyhow::Result<()> {
+async fn readiness_names_the_database_while_it_is_down_and_recovers_without_restart()
+-> anyhow::Result<()> {
     // This test stops PostgreSQL, so it runs its own cluster rather than the shared one.
     let data = scratch_dir();
     let cluster = data.join("postgres");

@@ -98,6 +98,9 @@ impl SshHostKey {
         let public = key.public_key();
         let public_openssh =
             public.to_openssh().map_err(|_| "cannot encode the public key".to_owned())?;
+        // known_hosts lines carry no comment: keep the algorithm and the key only.
+        let public_openssh =
+            public_openssh.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         // Normalise to the canonical encoding so consumers need not care how it was wrapped.
         let pem = key
             .to_openssh(LineEnding::LF)

@@ -1,0 +1,242 @@
+//! The service shell: operational endpoints in-process, limits and shutdown over real sockets.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
+use tower::ServiceExt as _;
+
+async fn call(
+    router: &Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let response = router.clone().oneshot(request).await.expect("routers are infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body reads");
+    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn get_request(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).expect("valid request")
+}
+
+fn failing(name: &'static str, message: &'static str) -> ReadinessCheck {
+    ReadinessCheck::new(name, move || async move { Err::<(), _>(io::Error::other(message)) })
+}
+
+fn passing(name: &'static str) -> ReadinessCheck {
+    ReadinessCheck::new(name, || async { Ok::<(), io::Error>(()) })
+}
+
+#[tokio::test]
+async fn healthz_answers_while_readyz_names_the_failing_dependency() {
+    let router = ServiceShell::new("test")
+        .with_readiness(passing("redis"))
+        .with_readiness(failing("database", "connection refused"))
+        .router();
+
+    let (status, _, body) = call(&router, get_request("/healthz")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"status":"alive"}"#));
+
+    let (status, headers, body) = call(&router, get_request("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["content-type"], "application/json");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(report["status"], "unavailable");
+    assert_eq!(report["failed"], serde_json::json!(["database"]));
+    assert_eq!(report["checks"][0]["name"], "redis");
+    assert_eq!(report["checks"][0]["ok"], true);
+    assert_eq!(report["checks"][1]["error"], "connection refused");
+}
+
+#[tokio::test]
+async fn readyz_is_ok_when_every_check_passes() {
+    let router = ServiceShell::new("test")
+        .with_readiness(passing("a"))
+        .with_readiness(passing("b"))
+        .router();
+    let (status, _, body) = call(&router, get_request("/readyz")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""status":"ready""#));
+}
+
+#[tokio::test]
+async fn a_check_that_hangs_fails_within_its_timeout() {
+    let hanging = ReadinessCheck::new("slow", || async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<(), io::Error>(())
+    });
+    let router = ServiceShell::new("test").with_readiness(hanging).router();
+    let started = Instant::now();
+    let (status, _, body) = call(&router, get_request("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("no answer within 3 s"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_directory_check_names_the_missing_path() {
+    let missing = std::env::temp_dir().join(platform_test_support::unique_name("absent"));
+    let router = ServiceShell::new("test")
+        .with_readiness(ReadinessCheck::directory("static_root", &missing))
+        .router();
+    let (status, _, body) = call(&router, get_request("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("cannot read directory"), "{body}");
+
+    std::fs::create_dir_all(&missing).expect("temp dir is writable");
+    let (status, _, _) = call(&router, get_request("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_route_pattern_and_status() {
+    let routes = Router::new()
+        .route("/items/{id}", get(|Path(id): Path<u32>| async move { id.to_string() }));
+    let router = ServiceShell::new("test").with_routes(routes).router();
+    for path in ["/items/1", "/items/2", "/items/x", "/nowhere"] {
+        call(&router, get_request(path)).await;
+    }
+    let (status, headers, metrics) = call(&router, get_request("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("application/openmetrics-text")
+    );
+    for line in [
+        r#"http_requests_total{method="GET",route="/items/{id}",status="200"} 2"#,
+        r#"http_requests_total{method="GET",route="/items/{id}",status="400"} 1"#,
+        r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"http_request_duration_seconds_count{method="GET",route="/items/{id}"} 3"#,
+        r#"service_info{service="test","#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(!metrics.contains("/items/1"), "raw paths must not become labels");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let router = ServiceShell::new("test").router();
+    let (_, headers, _) = call(&router, get_request("/healthz")).await;
+    assert_eq!(headers["x-request-id"].len(), 36, "a UUID");
+    let request = Request::get("/healthz")
+        .header("x-request-id", "abc-123")
+        .body(Body::empty())
+        .expect("valid");
+    let (_, headers, _) = call(&router, request).await;
+    assert_eq!(headers["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_and_slow_handlers_503() {
+    let routes = Router::new()
+        .route("/upload", post(|body: String| async move { body.len().to_string() }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+    let router = ServiceShell::new("test")
+        .with_routes(routes)
+        .with_limits(RouteLimits {
+            request_timeout: Some(Duration::from_millis(200)),
+            body_limit: Some(1024),
+        })
+        .router();
+
+    let small = Request::post("/upload").body(Body::from(vec![b'a'; 1024])).expect("valid");
+    assert_eq!(call(&router, small).await.2, "1024");
+    let large = Request::post("/upload").body(Body::from(vec![b'a'; 1025])).expect("valid");
+    assert_eq!(call(&router, large).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let started = Instant::now();
+    assert_eq!(call(&router, get_request("/slow")).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_and_the_service_goes_on() {
+    let routes = Router::new().route(
+        "/boom",
+        get(|| async {
+            if true {
+                panic!("handler bug")
+            }
+        }),
+    );
+    let router = ServiceShell::new("test").with_routes(routes).router();
+    assert_eq!(call(&router, get_request("/boom")).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(call(&router, get_request("/healthz")).await.0, StatusCode::OK);
+}
+
+/// Starts a shell on a real socket with a `/slow` route; returns its address and the server task.
+async fn serve_slow(
+    grace: Duration,
+    work: Duration,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let routes = Router::new().route(
+        "/slow",
+        get(move || async move {
+            tokio::time::sleep(work).await;
+            "done"
+        }),
+    );
+    let shell = ServiceShell::new("test").with_routes(routes).with_shutdown_grace(grace);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback binds");
+    let addr = listener.local_addr().expect("bound");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        shell
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serves");
+    });
+    (addr, stop, server)
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_connections() {
+    let (addr, stop, server) =
+        serve_slow(Duration::from_secs(10), Duration::from_millis(1500)).await;
+    let in_flight = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).expect("server is running");
+
+    let response = in_flight.await.expect("joins").expect("the in-flight request completes");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "done");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns")
+        .expect("no panic");
+    assert!(reqwest::get(format!("http://{addr}/healthz")).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_on_requests_that_outlast_the_grace_period() {
+    let (addr, stop, server) =
+        serve_slow(Duration::from_millis(500), Duration::from_secs(60)).await;
+    let in_flight = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    stop.send(()).expect("server is running");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns")
+        .expect("no panic");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The abandoned connection ends with the runtime, as it does when `main` returns.
+    in_flight.abort();
+}
