@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Runs the whole platform locally: PostgreSQL, Redis and NATS (installed if missing), generated
+# development secrets, and all six services built from this checkout. Prints their URLs, then
+# runs until Ctrl-C, when it stops everything it started.
+#
+#   scripts/run.sh            the chart's ports (3000, 8021 + 2222, 8084, 8083, 9090, 8081)
+#   scripts/run.sh --smoke    free ports; exits 0 once every service answers 200 on /readyz
+#
+# State (databases, repositories, secrets, logs) lives in $PLATFORM_RUN_DIR (default .run/).
+# Variables already set in the environment win over the generated ones, so
+# APP_AI_BASIC_URL=... APP_AI_API_KEY=... scripts/run.sh points search at a real API.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+smoke=false
+[ "${1:-}" = "--smoke" ] && smoke=true
+
+scripts/services.sh install
+if $smoke; then run_dir=$(mktemp -d); else run_dir=${PLATFORM_RUN_DIR:-$root/.run}; fi
+mkdir -p "$run_dir"/{data/repos,data/avatars,data/files,logs,secrets}
+run_dir=$(cd "$run_dir" && pwd)
+
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  scripts/services.sh stop "$run_dir/services" || true
+  if $smoke; then rm -rf "$run_dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Development secrets, generated once and kept: a 48-byte session secret and an Ed25519 host key
+# in the chart's hex form.
+secrets=$run_dir/secrets
+[ -s "$secrets/session_secret" ] || python3 -c 'import base64, os; print(base64.b64encode(os.urandom(48)).decode())' >"$secrets/session_secret"
+[ -s "$secrets/ssh_host_key" ] || ssh-keygen -q -t ed25519 -N "" -C "platform-dev" -f "$secrets/ssh_host_key"
+ssh_key_hex=$(od -An -v -tx1 <"$secrets/ssh_host_key" | tr -d ' \n')
+
+echo "building the services..." >&2
+cargo build --workspace --bins --quiet
+bin=$root/target/debug
+
+scripts/services.sh start "$run_dir/services"
+# shellcheck disable=SC1091
+. "$run_dir/services/env.sh"
+psql_db="platform"
+psql "$PLATFORM_TEST_DATABASE_URL" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$psql_db'" | grep -q 1 \
+  || psql "$PLATFORM_TEST_DATABASE_URL" -qc "CREATE DATABASE $psql_db" >/dev/null
+
+declare -A port=(
+  [app]=3000 [gitserver]=8021 [email_worker]=8084 [git_hook]=8083 [metrics_aggregator]=9090 [static_server]=8081
+)
+ssh_port=2222
+if $smoke; then
+  for name in "${!port[@]}"; do port[$name]=$(free_port); done
+  ssh_port=$(free_port)
+fi
+
+export APP_REPOS_ROOT=${APP_REPOS_ROOT:-$run_dir/data/repos}
+export APP_AVATAR_PATH=${APP_AVATAR_PATH:-$run_dir/data/avatars}
+export STORAGE_PATH=${STORAGE_PATH:-$run_dir/data/files}
+export STATIC_ROOT=${STATIC_ROOT:-$run_dir/data}
+export APP_LOG_LEVEL=${APP_LOG_LEVEL:-info}
+export APP_COOKIE_SECURE=${APP_COOKIE_SECURE:-false}
+export APP_DOMAIN_URL=${APP_DOMAIN_URL:-http://localhost:${port[app]}}
+export APP_DATABASE_URL="${PLATFORM_TEST_DATABASE_URL%/*}/$psql_db"
+export APP_REDIS_URL=$PLATFORM_TEST_REDIS_URL
+export NATS_URL=${NATS_URL:-$PLATFORM_TEST_NATS_URL}
+# An OpenAI-compatible API on this machine (Ollama's default address) unless told otherwise.
+export APP_AI_BASIC_URL=${APP_AI_BASIC_URL:-http://127.0.0.1:11434/v1}
+export APP_AI_API_KEY=${APP_AI_API_KEY:-local}
+export APP_SMTP_HOST=${APP_SMTP_HOST:-127.0.0.1}
+export APP_SMTP_PORT=${APP_SMTP_PORT:-2525}
+export APP_SMTP_TLS=${APP_SMTP_TLS:-none}
+export APP_SMTP_PASSWORD=${APP_SMTP_PASSWORD:-local}
+export APP_SESSION_SECRET=${APP_SESSION_SECRET:-$(cat "$secrets/session_secret")}
+export APP_SSH_SERVER_PRIVATE_KEY=${APP_SSH_SERVER_PRIVATE_KEY:-$ssh_key_hex}
+export APP_SSH_PORT=$ssh_port
+
+for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
+  APP_HTTP_ADDR="127.0.0.1:${port[$name]}" "$bin/$name" >"$run_dir/logs/$name.log" 2>&1 &
+  pids+=($!)
+done
+
+deadline=$(( $(date +%s) + 90 ))
+for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
+  url="http://127.0.0.1:${port[$name]}/readyz"
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 200 ]; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "run.sh: $name is not ready at $url; its log:" >&2
+      tail -20 "$run_dir/logs/$name.log" >&2
+      curl -s "$url" >&2 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+done
+
+echo
+echo "The platform is running (logs in $run_dir/logs):"
+for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
+  printf '  %-19s http://127.0.0.1:%s   (/readyz 200)\n' "$name" "${port[$name]}"
+done
+printf '  %-19s %s\n' "PostgreSQL" "$APP_DATABASE_URL" "Redis" "$APP_REDIS_URL" "NATS" "$NATS_URL"
+
+if $smoke; then
+  echo "run.sh: all six services answered 200 on /readyz"
+  exit 0
+fi
+echo "Press Ctrl-C to stop."
+wait -n "${pids[@]}" || true
+echo "run.sh: a service exited; stopping" >&2
+exit 1

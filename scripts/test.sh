@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, docs, the test suites against real PostgreSQL,
+# Redis and NATS (installed and started here, stopped at exit), and a smoke run of all six
+# services. Needs no input; CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+started=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+step "installing what is missing"
+scripts/services.sh install
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+work=$(mktemp -d)
+cleanup() { scripts/services.sh stop "$work/services" || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+step "starting PostgreSQL, Redis and NATS"
+scripts/services.sh start "$work/services"
+# shellcheck disable=SC1091
+. "$work/services/env.sh"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "doc tests"
+cargo test --workspace --locked --doc 2>&1 | tee "$work/doc-tests.log"
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$work/tests.log"
+else
+  cargo test --workspace --locked --no-fail-fast --all-targets 2>&1 | tee "$work/tests.log"
+fi
+
+step "all six services, started the way scripts/run.sh starts them"
+scripts/run.sh --smoke
+
+# Failures stop the script above, so reaching here means every test passed.
+passed=$(cat "$work/doc-tests.log" "$work/tests.log" \
+  | grep -oE '(test result: ok\. [0-9]+ passed|tests run: [0-9]+ passed)' \
+  | grep -oE '[0-9]+ passed' | awk '{ sum += $1 } END { print sum + 0 }')
+step "done"
+echo "tests: $passed passed, 0 failed"
