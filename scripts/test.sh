@@ -34,6 +34,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
+step "cargo package (each library crate builds from its published form)"
+cargo package --locked --allow-dirty --quiet \
+  -p platform-core -p platform-storage -p platform-git -p platform-mail -p platform-ai
+
 step "doc tests"
 cargo test --workspace --locked --doc 2>&1 | tee "$work/doc-tests.log"
 
