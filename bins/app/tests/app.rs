@@ -91,6 +91,11 @@ async fn ready_with_its_dependencies_and_stops_cleanly_on_sigterm() -> anyhow::R
     app.terminate()?;
     let status = app.wait(Duration::from_secs(30)).await?;
     assert_eq!(status.code(), Some(0), "output:\n{}", app.output());
+    let output = app.output();
+    assert!(output.contains("stop requested"), "{output}");
+    for secret in ["a-test-session-secret-of-at-least-32-bytes", "sk-test"] {
+        assert!(!output.contains(secret), "a secret was logged:\n{output}");
+    }
     Ok(())
 }
 

@@ -272,3 +272,65 @@ pub(crate) fn secret_url_with_schemes(
     let parse = url_with_schemes(schemes);
     move |raw| parse(raw).map(SecretUrl::new)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn finish_returns_values_when_nothing_is_wrong() {
+        let vars = vars(&[("PORT", "8080"), ("FLAG", "yes")]);
+        let mut env = EnvReader::new(&vars);
+        let read = (
+            env.required("PORT", parse_port),
+            env.or_default("FLAG", false, parse_bool),
+            env.optional("ABSENT", parse_port),
+        );
+        assert_eq!(env.finish(read), Ok((8080, true, None)));
+    }
+
+    #[test]
+    fn finish_reports_every_problem_in_reading_order() {
+        let vars = vars(&[("PORT", "0"), ("EMPTY", "  ")]);
+        let mut env = EnvReader::new(&vars);
+        let read = (env.required("PORT", parse_port), env.required("EMPTY", parse_port));
+        let error = env.finish(read).expect_err("both are wrong");
+        assert_eq!(
+            error.to_string(),
+            "configuration is invalid:\n  PORT: must be a port number from 1 to 65535 (got \"0\")\n  EMPTY: missing"
+        );
+    }
+
+    #[test]
+    fn url_parsers_check_scheme_and_host_without_echoing_the_value() {
+        let parse = url_with_schemes(&["postgres"]);
+        assert!(parse("postgres://u:p@db:5432/app").is_ok());
+        let message = parse("mysql://u:hunter2@db/app").expect_err("wrong scheme");
+        assert_eq!(message, "URL scheme must be postgres (got \"mysql\")");
+        let message = parse("postgres://u:hunter2@/app").expect_err("no host");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn secret_urls_hide_their_password() {
+        let url = SecretUrl::new(Url::parse("redis://:hunter2@redis:6379/0").expect("valid"));
+        assert_eq!(url.to_string(), "redis://:***@redis:6379/0");
+        assert_eq!(format!("{url:?}"), "SecretUrl(\"redis://:***@redis:6379/0\")");
+        assert_eq!(url.expose().password(), Some("hunter2"));
+    }
+
+    #[test]
+    fn small_parsers_accept_what_operators_write() {
+        assert_eq!(parse_bool("TRUE"), Ok(true));
+        assert_eq!(parse_bool("0"), Ok(false));
+        assert!(parse_absolute_path("data/repos").is_err());
+        assert_eq!(parse_positive::<u32>("12"), Ok(12));
+        assert!(parse_positive::<u32>("0").is_err());
+        assert!(parse_socket_addr("127.0.0.1:0").is_ok());
+        assert!(parse_socket_addr("localhost").is_err());
+    }
+}
