@@ -10,7 +10,9 @@
 //! - [`service`]: the HTTP shell with `/healthz`, `/readyz`, `/metrics` and graceful shutdown;
 //! - [`shutdown`]: waiting for SIGTERM.
 //!
-//! The durable job queue and accounts (users, sessions, tokens, SSH keys) join them next.
+//! - [`queue`]: the durable job queue, on NATS JetStream or Redis Streams.
+//!
+//! Accounts (users, sessions, tokens, SSH keys) join them next.
 //!
 //! # Quick start
 //!
@@ -48,6 +50,7 @@
 
 pub mod config;
 pub mod db;
+pub mod queue;
 pub mod redis;
 pub mod service;
 pub mod shutdown;

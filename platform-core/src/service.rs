@@ -69,7 +69,7 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
 
 /// One dependency that must be reachable for a service to be ready.
 #[derive(Clone)]
@@ -100,7 +100,27 @@ impl ReadinessCheck {
             name: name.into(),
             probe: Arc::new(move || {
                 let future = probe();
-                Box::pin(async move { future.await.map_err(|error| error_chain(&error)) })
+                Box::pin(
+                    async move { future.await.map(|()| None).map_err(|error| error_chain(&error)) },
+                )
+            }),
+        }
+    }
+
+    /// Like [`ReadinessCheck::new`], for a probe that also describes what it found (for
+    /// example which broker is active); `/readyz` reports it as the check's `detail`.
+    pub fn with_detail<F, Fut, E>(name: impl Into<Cow<'static, str>>, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: std::error::Error,
+    {
+        let probe = Arc::new(probe);
+        Self {
+            name: name.into(),
+            probe: Arc::new(move || {
+                let future = probe();
+                Box::pin(async move { future.await.map(Some).map_err(|error| error_chain(&error)) })
             }),
         }
     }
@@ -144,12 +164,12 @@ impl ReadinessCheck {
         &self.name
     }
 
-    /// Runs the check, bounded by a three-second timeout.
+    /// Runs the check, bounded by a three-second timeout, and returns its detail, if any.
     ///
     /// # Errors
     ///
     /// Returns the reason the dependency is not usable.
-    pub async fn run(&self) -> Result<(), String> {
+    pub async fn run(&self) -> Result<Option<String>, String> {
         match tokio::time::timeout(CHECK_TIMEOUT, (self.probe)()).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
@@ -166,7 +186,8 @@ struct DirectoryError {
     source: std::io::Error,
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// Formats an error with its sources: `outer: inner: root`.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -375,6 +396,8 @@ struct CheckReport {
     name: String,
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     duration_ms: u64,
 }
@@ -403,6 +426,7 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
                 CheckReport {
                     name: check.name().to_owned(),
                     ok: result.is_ok(),
+                    detail: result.as_ref().ok().cloned().flatten(),
                     error: result.err(),
                     duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 },

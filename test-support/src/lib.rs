@@ -225,3 +225,112 @@ pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> anyhow:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A broker process owned by one test, for tests that stop and restart it.
+#[derive(Debug)]
+pub struct Broker {
+    kind: BrokerKind,
+    dir: PathBuf,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+/// Which broker a [`Broker`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// `redis-server` with the append-only file on.
+    Redis,
+    /// `nats-server -js` with file storage, optionally requiring a token.
+    Nats,
+}
+
+impl Broker {
+    /// Starts a broker of `kind` on a free loopback port, storing its data in a new directory.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the server cannot be started or does not listen within 10 seconds.
+    pub fn start(kind: BrokerKind) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(unique_name("broker"));
+        std::fs::create_dir_all(&dir)?;
+        let mut broker = Self { kind, dir, port: free_port(), child: None };
+        broker.restart()?;
+        Ok(broker)
+    }
+
+    /// Returns the URL clients use.
+    pub fn url(&self) -> String {
+        match self.kind {
+            BrokerKind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            BrokerKind::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Starts the broker again on the same port and data directory.
+    ///
+    /// # Errors
+    ///
+    /// Fails when it does not listen within 10 seconds.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let port = self.port.to_string();
+        let mut command = match self.kind {
+            BrokerKind::Redis => {
+                let mut command = std::process::Command::new("redis-server");
+                command.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                ]);
+                command.arg("--dir").arg(&self.dir);
+                command
+            }
+            BrokerKind::Nats => {
+                let mut command = std::process::Command::new("nats-server");
+                command.args(["-js", "-a", "127.0.0.1", "-p", &port]).arg("-sd").arg(&self.dir);
+                command
+            }
+        };
+        command.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null());
+        self.child =
+            Some(command.spawn().with_context(|| format!("cannot start {:?}", self.kind))?);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{:?} did not listen on {}",
+                self.kind,
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops the broker gracefully (SIGTERM) and waits for it to exit.
+    ///
+    /// # Errors
+    ///
+    /// Fails when it cannot be signalled.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
