@@ -167,6 +167,15 @@ impl ServiceProcess {
         Ok(())
     }
 
+    /// Kills the process with SIGKILL, as a crash or an out-of-memory kill would.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the process cannot be signalled.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("cannot kill the process")
+    }
+
     /// Waits up to `limit` for the process to exit and returns its status.
     ///
     /// # Errors
