@@ -62,11 +62,19 @@ fn broker_url(kind: BackendKind) -> String {
 }
 
 async fn queue_at(kind: BackendKind, namespace: &str, url: &str) -> anyhow::Result<Queue> {
-    let metrics = Metrics::new("test");
+    queue_with_metrics(kind, namespace, url, &Metrics::new("test")).await
+}
+
+async fn queue_with_metrics(
+    kind: BackendKind,
+    namespace: &str,
+    url: &str,
+    metrics: &Metrics,
+) -> anyhow::Result<Queue> {
     Ok(match kind {
-        BackendKind::Redis => Queue::redis(&redis_config(url), options(namespace), &metrics)?,
+        BackendKind::Redis => Queue::redis(&redis_config(url), options(namespace), metrics)?,
         BackendKind::Nats => {
-            Queue::nats(&nats_config(Some(url)), options(namespace), &metrics).await?
+            Queue::nats(&nats_config(Some(url)), options(namespace), metrics).await?
         }
     })
 }
@@ -135,7 +143,8 @@ fn count(seen: &Seen) -> usize {
 
 async fn acks_each_job_once(kind: BackendKind) -> anyhow::Result<()> {
     let namespace = unique_name("q");
-    let queue = queue(kind, &namespace).await?;
+    let metrics = Metrics::new("test");
+    let queue = queue_with_metrics(kind, &namespace, &broker_url(kind), &metrics).await?;
     for n in 0..50 {
         queue.publish("work", &Work { n, sleep_ms: 0 }).await?;
     }
@@ -147,6 +156,15 @@ async fn acks_each_job_once(kind: BackendKind) -> anyhow::Result<()> {
     stop.cancel();
     task.await?;
     assert!(queue.dead_letters("work", 10).await?.is_empty());
+    let text = metrics.encode();
+    for line in [
+        r#"queue_published_total{stream="work"} 50"#,
+        r#"queue_acked_total{stream="work",group="workers"} 50"#,
+        r#"queue_in_flight{stream="work",group="workers"} 0"#,
+        r#"queue_depth{stream="work",group="workers"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
     let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
     assert!(seen.values().all(|deliveries| deliveries.len() == 1), "{seen:?}");
     assert!(seen.values().all(|deliveries| deliveries[0].0 == 1), "first attempts");
@@ -349,6 +367,35 @@ async fn acknowledged_publishes_survive_a_broker_restart(kind: BackendKind) -> a
     Ok(())
 }
 
+async fn shutdown_finishes_jobs_in_flight_and_stops_fetching(
+    kind: BackendKind,
+) -> anyhow::Result<()> {
+    let queue = queue(kind, &unique_name("q")).await?;
+    queue.publish("work", &Work { n: 1, sleep_ms: 1_500 }).await?;
+    let seen = Seen::default();
+    let (stop, task) = spawn_consumer(&queue, "work", fast(), recording(&seen, |_| Ok(())));
+    // Let the job start, then ask the consumer to stop while it runs.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stopping = Instant::now();
+    stop.cancel();
+    // After the fetch under way when stop came (at most `fetch_wait`), nothing is fetched.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    queue.publish("work", &Work { n: 2, sleep_ms: 0 }).await?;
+    task.await?;
+    assert!(stopping.elapsed() >= Duration::from_millis(500), "it waited for the job in flight");
+    assert_eq!(count(&seen), 1, "the job in flight finished; nothing new was fetched");
+
+    // The finished job was acknowledged: a new consumer gets only the second one.
+    let (stop, task) = spawn_consumer(&queue, "work", fast(), recording(&seen, |_| Ok(())));
+    eventually("the second job", Duration::from_secs(20), || count(&seen) == 2).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    task.await?;
+    let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+    assert_eq!((seen[&1].len(), seen[&2].len()), (1, 1), "{seen:?}");
+    Ok(())
+}
+
 use futures_util::StreamExt as _;
 
 macro_rules! conformance {
@@ -380,6 +427,7 @@ conformance!(
     heartbeats_keep_a_long_job_from_being_redelivered,
     competing_consumers_split_ten_thousand_jobs,
     acknowledged_publishes_survive_a_broker_restart,
+    shutdown_finishes_jobs_in_flight_and_stops_fetching,
 );
 
 #[tokio::test(flavor = "multi_thread")]

@@ -80,7 +80,8 @@ async fn ready_with_its_dependencies_and_stops_cleanly_on_sigterm() -> anyhow::R
         .flatten()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["database", "redis"]);
+    assert_eq!(names, ["database", "redis", "queue"]);
+    assert_eq!(report["checks"][2]["detail"], "backend: redis");
     wait_for_status(&app.url("/healthz"), 200, Duration::from_secs(1)).await?;
     let metrics = wait_for_status(&app.url("/metrics"), 200, Duration::from_secs(1)).await?;
     assert!(

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use platform_core::config::EmailWorkerConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
+use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
 use platform_core::service::{ReadinessCheck, ServiceShell};
 
@@ -21,9 +22,14 @@ async fn main() -> anyhow::Result<()> {
     database.migrate(CORE_MIGRATIONS).await?;
     let redis = Redis::connect(&config.redis)?;
 
-    let shell = ServiceShell::new("email_worker")
+    let shell = ServiceShell::new("email_worker");
+    let queue =
+        Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
+            .await?;
+    let shell = shell
         .with_readiness(ReadinessCheck::database(database))
-        .with_readiness(ReadinessCheck::redis(redis));
+        .with_readiness(ReadinessCheck::redis(redis))
+        .with_readiness(queue.readiness_check());
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("failed to listen on {}", config.http.addr))?;

@@ -189,10 +189,10 @@ async fn fetch_loop<J, H, Fut>(
     let mut last_depth: Option<Instant> = None;
     loop {
         let first = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         let mut reserved = first;
@@ -246,10 +246,18 @@ async fn fetch_loop<J, H, Fut>(
         }
         if failures == 0 && last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             last_depth = Some(Instant::now());
-            if let Ok(depth) = backend.depth(stream, group, context.options.lease).await {
-                context.metrics.set_depth(stream, group, depth);
-            }
+            refresh_depth(&backend, &context).await;
         }
+    }
+    if failures == 0 {
+        refresh_depth(&backend, &context).await;
+    }
+}
+
+async fn refresh_depth<H>(backend: &Backend, context: &Context<H>) {
+    let (stream, group) = (context.stream.as_str(), context.group.as_str());
+    if let Ok(depth) = backend.depth(stream, group, context.options.lease).await {
+        context.metrics.set_depth(stream, group, depth);
     }
 }
 
