@@ -396,6 +396,30 @@ async fn shutdown_finishes_jobs_in_flight_and_stops_fetching(
     Ok(())
 }
 
+async fn a_panicking_handler_counts_as_a_failed_attempt(kind: BackendKind) -> anyhow::Result<()> {
+    let queue = queue(kind, &unique_name("q")).await?;
+    queue.publish("work", &Work { n: 1, sleep_ms: 0 }).await?;
+    let seen = Seen::default();
+    let handler = recording(&seen, |job| {
+        assert!(job.attempt > 1, "a bug in the handler on the first attempt");
+        Ok(())
+    });
+    let (stop, task) = spawn_consumer(&queue, "work", fast(), handler);
+    eventually("the second attempt", Duration::from_secs(20), || {
+        seen.lock().unwrap_or_else(PoisonError::into_inner).get(&1).is_some_and(|d| d.len() == 2)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    task.await?;
+    assert_eq!(
+        seen.lock().unwrap_or_else(PoisonError::into_inner)[&1].len(),
+        2,
+        "retried once, then acknowledged"
+    );
+    Ok(())
+}
+
 use futures_util::StreamExt as _;
 
 macro_rules! conformance {
@@ -428,6 +452,7 @@ conformance!(
     competing_consumers_split_ten_thousand_jobs,
     acknowledged_publishes_survive_a_broker_restart,
     shutdown_finishes_jobs_in_flight_and_stops_fetching,
+    a_panicking_handler_counts_as_a_failed_attempt,
 );
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -167,6 +168,14 @@ impl Queue {
             context.abandon.cancel();
             jobs.wait().await;
         }
+        for backend in std::iter::once(&self.primary).chain(&self.secondary) {
+            if let Err(error) = tokio::time::timeout(Duration::from_secs(2), backend.flush())
+                .await
+                .unwrap_or(Ok(()))
+            {
+                tracing::warn!(stream, group, error = %crate::service::error_chain(&error), "cannot flush acknowledgements");
+            }
+        }
         tracing::info!(stream, group, "stopped consuming");
         Ok(())
     }
@@ -187,10 +196,13 @@ async fn fetch_loop<J, H, Fut>(
     let mut state = FetchState::default();
     let mut failures: u32 = 0;
     let mut last_depth: Option<Instant> = None;
+    // Fetching for a quarter of the slots at a time, rather than one by one as jobs finish,
+    // keeps broker round trips per job low under load while keeping most slots busy.
+    let batch = u32::try_from(context.options.concurrency.div_ceil(4)).unwrap_or(1).max(1);
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
+            permit = Arc::clone(&permits).acquire_many_owned(batch) => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
@@ -287,7 +299,7 @@ async fn process<J, H, Fut>(
     let _in_flight = InFlight(gauge);
 
     let (id, payload) = match &delivery.envelope {
-        Ok(envelope) => match serde_json::from_value::<J>(envelope.job.clone()) {
+        Ok(envelope) => match serde_json::from_str::<J>(envelope.job.get()) {
             Ok(payload) => (envelope.id.clone(), payload),
             Err(error) => {
                 let reason = format!("cannot decode the job: {error}");
@@ -301,10 +313,13 @@ async fn process<J, H, Fut>(
     };
     let job = Job { id, attempt: delivery.attempt, stream: context.stream.clone(), payload };
 
-    // The handler runs in its own task so that a panic is caught as a failed attempt.
-    let mut handler = tokio::spawn((context.handler)(job));
-    let mut heartbeat = tokio::time::interval(context.options.lease / 3);
-    heartbeat.tick().await;
+    // A panicking handler counts as a failed attempt, not as a dead worker.
+    let handler = std::panic::AssertUnwindSafe((context.handler)(job)).catch_unwind();
+    tokio::pin!(handler);
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + context.options.lease / 3,
+        context.options.lease / 3,
+    );
     let result = loop {
         tokio::select! {
             result = &mut handler => break result,
@@ -313,20 +328,15 @@ async fn process<J, H, Fut>(
                     tracing::warn!(stream, group, error = %crate::service::error_chain(&error), "heartbeat failed");
                 }
             }
-            () = context.abandon.cancelled() => {
-                handler.abort();
-                return;
-            }
+            // Dropping the handler's future cancels it; the job returns after its lease.
+            () = context.abandon.cancelled() => return,
         }
     };
     let outcome = match result {
         Ok(Ok(())) => Outcome::Done,
         Ok(Err(JobError::Permanent(reason))) => Outcome::Dead(reason),
         Ok(Err(JobError::Retry(reason))) => Outcome::Failed(reason),
-        Err(join_error) if join_error.is_panic() => {
-            Outcome::Failed("the handler panicked".to_owned())
-        }
-        Err(_) => Outcome::Failed("the handler was cancelled".to_owned()),
+        Err(_panic) => Outcome::Failed("the handler panicked".to_owned()),
     };
     finish(&backend, &context, &delivery, outcome).await;
 }
@@ -374,7 +384,10 @@ async fn dead_letter<H>(
 ) -> Result<(), QueueError> {
     let (stream, group) = (context.stream.as_str(), context.group.as_str());
     let (id, job) = match &delivery.envelope {
-        Ok(envelope) => (envelope.id.clone(), envelope.job.clone()),
+        Ok(envelope) => (
+            envelope.id.clone(),
+            serde_json::from_str(envelope.job.get()).unwrap_or(serde_json::Value::Null),
+        ),
         Err(_) => ("unknown".to_owned(), serde_json::Value::Null),
     };
     tracing::error!(stream, group, job = %id, attempts = delivery.attempt, %error, "job dead-lettered");

@@ -217,6 +217,8 @@ pub struct DeadLetter {
 }
 
 /// What travels on the wire: the job and its identity.
+///
+/// The job stays raw JSON until the handler's type decodes it, so it is parsed once.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
     id: String,
@@ -224,7 +226,16 @@ struct Envelope {
     #[serde(default)]
     retries: u32,
     published_at_ms: u64,
-    job: serde_json::Value,
+    job: Box<serde_json::value::RawValue>,
+}
+
+/// The envelope as a producer writes it, borrowing the job.
+#[derive(Serialize)]
+struct OutgoingEnvelope<'a, J> {
+    id: &'a str,
+    retries: u32,
+    published_at_ms: u64,
+    job: &'a J,
 }
 
 fn now_ms() -> u64 {
@@ -417,6 +428,14 @@ impl Backend {
         }
     }
 
+    /// Sends acknowledgements still buffered in the client.
+    async fn flush(&self) -> Result<(), QueueError> {
+        match self {
+            Self::Nats(nats) => nats.flush().await,
+            Self::Redis(_) => Ok(()),
+        }
+    }
+
     async fn depth(&self, stream: &str, group: &str, lease: Duration) -> Result<u64, QueueError> {
         match self {
             Self::Nats(nats) => nats.depth(stream, group, lease).await,
@@ -569,19 +588,15 @@ impl Queue {
     /// must tolerate duplicates anyway (delivery is at least once).
     pub async fn publish<J: Serialize>(&self, stream: &str, job: &J) -> Result<String, QueueError> {
         validate_name("stream", stream)?;
-        let encode = |source| QueueError::Encode { stream: stream.to_owned(), source };
-        let envelope = Envelope {
-            id: uuid::Uuid::new_v4().to_string(),
-            retries: 0,
-            published_at_ms: now_ms(),
-            job: serde_json::to_value(job).map_err(encode)?,
-        };
-        let payload = Bytes::from(serde_json::to_vec(&envelope).map_err(encode)?);
+        let id = uuid::Uuid::new_v4().to_string();
+        let envelope = OutgoingEnvelope { id: &id, retries: 0, published_at_ms: now_ms(), job };
+        let payload = serde_json::to_vec(&envelope)
+            .map_err(|source| QueueError::Encode { stream: stream.to_owned(), source })?;
+        let payload = Bytes::from(payload);
         let backend = self.primary.kind();
         let timeout = self.options.publish_timeout;
         let published =
-            tokio::time::timeout(timeout, self.primary.publish(stream, &envelope.id, payload))
-                .await;
+            tokio::time::timeout(timeout, self.primary.publish(stream, &id, payload)).await;
         let result = match published {
             Ok(result) => result,
             Err(_) => {
@@ -595,7 +610,7 @@ impl Queue {
                 tracing::warn!(stream, %backend, error = %crate::service::error_chain(error), "publish failed");
             }
         }
-        result.map(|()| envelope.id)
+        result.map(|()| id)
     }
 
     /// Returns up to `limit` of the newest dead letters of `stream`, on the active backend.

@@ -267,12 +267,20 @@ impl NatsBackend {
         Ok(delivered)
     }
 
+    /// Acknowledges without waiting for the server's confirmation: a lost acknowledgement
+    /// only means a redelivery, which at-least-once consumers handle anyway, and waiting would
+    /// cost a round trip per job. [`NatsBackend::flush`] pushes them out before shutdown.
     pub(super) async fn ack(
         &self,
         stream: &str,
         message: &jetstream::Message,
     ) -> Result<(), QueueError> {
-        message.double_ack().await.map_err(|e| err("acknowledge", stream, e))
+        message.ack().await.map_err(|e| err("acknowledge", stream, e))
+    }
+
+    /// Sends everything buffered, acknowledgements included.
+    pub(super) async fn flush(&self) -> Result<(), QueueError> {
+        self.client.flush().await.map_err(|e| err("flush", "-", e))
     }
 
     pub(super) async fn retry(

@@ -22,6 +22,8 @@ use crate::config::RedisConfig;
 const KIND: BackendKind = BackendKind::Redis;
 /// How many dead letters a stream keeps (approximately).
 const DEAD_LETTER_CAP: usize = 100_000;
+/// How often a consumer moves due retries back onto the stream: the granularity of backoff.
+const PROMOTE_EVERY: Duration = Duration::from_millis(100);
 /// How often a consumer trims its stream.
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
@@ -95,6 +97,7 @@ impl std::fmt::Debug for RedisBackend {
 #[derive(Default)]
 pub(super) struct RedisFetchState {
     blocking: Option<MultiplexedConnection>,
+    last_promote: Option<Instant>,
     last_reclaim: Option<Instant>,
     last_trim: Option<Instant>,
 }
@@ -201,14 +204,17 @@ impl RedisBackend {
         self.prepare(stream, group).await?;
         let key = self.stream_key(stream);
         let mut conn = self.conn(stream).await?;
-        Script::new(PROMOTE)
-            .key(&key)
-            .key(self.delayed_key(stream))
-            .arg(super::now_ms())
-            .arg(1000)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map_err(|e| err("promote due retries", stream, e))?;
+        if state.last_promote.is_none_or(|t| t.elapsed() >= PROMOTE_EVERY) {
+            state.last_promote = Some(Instant::now());
+            Script::new(PROMOTE)
+                .key(&key)
+                .key(self.delayed_key(stream))
+                .arg(super::now_ms())
+                .arg(1000)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(|e| err("promote due retries", stream, e))?;
+        }
 
         if state.last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
             state.last_trim = Some(Instant::now());

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs a benchmark against real services started for it, and prints its table.
+#   scripts/bench.sh queue     the job queue against raw NATS JetStream and raw Redis Streams
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=${1:?usage: scripts/bench.sh queue}
+scripts/services.sh install
+work=$(mktemp -d)
+trap 'scripts/services.sh stop "$work/services"; rm -rf "$work"' EXIT
+scripts/services.sh start "$work/services"
+# shellcheck disable=SC1091
+. "$work/services/env.sh"
+cargo bench --locked -p platform-core --bench "$name"
