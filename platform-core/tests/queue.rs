@@ -512,3 +512,85 @@ async fn invalid_stream_names_are_refused_before_reaching_a_broker() -> anyhow::
     assert!(error.to_string().contains("invalid stream name \"Bad.Name\""), "{error}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_trimming_keeps_what_any_group_has_not_acknowledged() -> anyhow::Result<()> {
+    let namespace = unique_name("q");
+    let queue = queue(BackendKind::Redis, &namespace).await?;
+    let client = ::redis::Client::open(service_env("PLATFORM_TEST_REDIS_URL"))?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let key = format!("{namespace}:queue:work");
+    let length = |mut conn: ::redis::aio::MultiplexedConnection| {
+        let key = key.clone();
+        async move { ::redis::cmd("XLEN").arg(&key).query_async::<u64>(&mut conn).await }
+    };
+    for n in 0..10 {
+        queue.publish("work", &Work { n, sleep_ms: 0 }).await?;
+    }
+
+    // Group "slow" holds two jobs without acknowledging them; group "fast" handles all ten.
+    let slow_seen = Seen::default();
+    let holding = ConsumerOptions {
+        concurrency: 2,
+        lease: Duration::from_secs(60),
+        shutdown_grace: Duration::from_millis(200),
+        ..fast()
+    };
+    let stop_slow = CancellationToken::new();
+    let slow = tokio::spawn({
+        let (queue, until) = (queue.clone(), stop_slow.clone().cancelled_owned());
+        let handler = recording(&slow_seen, |_| Ok(()));
+        async move {
+            let hold = move |job: Job<Work>| {
+                let handler = handler(Job {
+                    payload: Work { sleep_ms: 600_000, ..job.payload.clone() },
+                    ..job
+                });
+                handler
+            };
+            queue.consume("work", "slow", holding, hold, until).await.expect("valid names");
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fast_seen = Seen::default();
+    let stop_fast = CancellationToken::new();
+    let fast_task = tokio::spawn({
+        let (queue, until) = (queue.clone(), stop_fast.clone().cancelled_owned());
+        let handler = recording(&fast_seen, |_| Ok(()));
+        async move { queue.consume("work", "fast", fast(), handler, until).await.expect("valid names") }
+    });
+    eventually("the fast group", Duration::from_secs(20), || count(&fast_seen) == 10).await?;
+    // Trimming runs every 10 s in each consumer: give it two chances.
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    assert_eq!(length(conn.clone()).await?, 10, "nothing the slow group still needs was trimmed");
+
+    // The slow group's consumer dies; a new member finishes all ten, including the two held.
+    stop_slow.cancel();
+    slow.await?;
+    let (stop, task) = {
+        let stop = CancellationToken::new();
+        let (queue, until) = (queue.clone(), stop.clone().cancelled_owned());
+        let handler = recording(&slow_seen, |_| Ok(()));
+        let options = ConsumerOptions { lease: Duration::from_secs(1), ..fast() };
+        (
+            stop,
+            tokio::spawn(async move {
+                queue.consume("work", "slow", options, handler, until).await.expect("valid names")
+            }),
+        )
+    };
+    eventually("the slow group", Duration::from_secs(30), || count(&slow_seen) == 10).await?;
+
+    // Once every group has acknowledged everything, trimming removes it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while length(conn.clone()).await? > 1 {
+        anyhow::ensure!(Instant::now() < deadline, "acknowledged entries were never trimmed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.cancel();
+    stop_fast.cancel();
+    task.await?;
+    fast_task.await?;
+    ::redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    Ok(())
+}
