@@ -542,11 +542,7 @@ async fn redis_trimming_keeps_what_any_group_has_not_acknowledged() -> anyhow::R
         let handler = recording(&slow_seen, |_| Ok(()));
         async move {
             let hold = move |job: Job<Work>| {
-                let handler = handler(Job {
-                    payload: Work { sleep_ms: 600_000, ..job.payload.clone() },
-                    ..job
-                });
-                handler
+                handler(Job { payload: Work { sleep_ms: 600_000, ..job.payload.clone() }, ..job })
             };
             queue.consume("work", "slow", holding, hold, until).await.expect("valid names");
         }
