@@ -313,7 +313,7 @@ async fn competing_consumers_split_ten_thousand_jobs(kind: BackendKind) -> anyho
         consumers.push(spawn_consumer(
             &queue,
             "work",
-            ConsumerOptions { concurrency: 32, ..fast() },
+            ConsumerOptions { concurrency: 32, lease: Duration::from_secs(15), ..fast() },
             record,
         ));
     }
