@@ -590,3 +590,31 @@ async fn redis_trimming_keeps_what_any_group_has_not_acknowledged() -> anyhow::R
     ::redis::cmd("PING").query_async::<String>(&mut conn).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_token_authentication_is_used_and_never_revealed() -> anyhow::Result<()> {
+    const TOKEN: &str = "s3cret-nats-token-value";
+    let broker = Broker::start_with_token(BrokerKind::Nats, Some(TOKEN))?;
+    let metrics = Metrics::new("test");
+    let with_token = |token: Option<&str>| NatsConfig {
+        url: Some(SecretUrl::new(broker.url().parse().expect("valid URL"))),
+        token: token.map(secrecy::SecretString::from),
+    };
+
+    let queue = Queue::nats(&with_token(Some(TOKEN)), options(&unique_name("q")), &metrics).await?;
+    queue.publish("work", &Work { n: 1, sleep_ms: 0 }).await?;
+
+    for wrong in [None, Some("not-the-token")] {
+        let refused = Queue::nats(&with_token(wrong), options(&unique_name("q")), &metrics).await;
+        let error = refused.expect_err("the server requires the token");
+        let mut text = format!("{error} {error:?}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        assert!(!text.contains(TOKEN), "{text}");
+        assert!(wrong.is_none_or(|w| !text.contains(w)), "{text}");
+    }
+    Ok(())
+}

@@ -239,6 +239,7 @@ pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> anyhow:
 #[derive(Debug)]
 pub struct Broker {
     kind: BrokerKind,
+    token: Option<String>,
     dir: PathBuf,
     port: u16,
     child: Option<std::process::Child>,
@@ -260,9 +261,19 @@ impl Broker {
     ///
     /// Fails when the server cannot be started or does not listen within 10 seconds.
     pub fn start(kind: BrokerKind) -> anyhow::Result<Self> {
+        Self::start_with_token(kind, None)
+    }
+
+    /// Starts a broker that requires `token` (NATS `--auth`); Redis ignores it.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the server cannot be started or does not listen within 10 seconds.
+    pub fn start_with_token(kind: BrokerKind, token: Option<&str>) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique_name("broker"));
         std::fs::create_dir_all(&dir)?;
-        let mut broker = Self { kind, dir, port: free_port(), child: None };
+        let token = token.map(str::to_owned);
+        let mut broker = Self { kind, token, dir, port: free_port(), child: None };
         broker.restart()?;
         Ok(broker)
     }
@@ -301,6 +312,9 @@ impl Broker {
             BrokerKind::Nats => {
                 let mut command = std::process::Command::new("nats-server");
                 command.args(["-js", "-a", "127.0.0.1", "-p", &port]).arg("-sd").arg(&self.dir);
+                if let Some(token) = &self.token {
+                    command.args(["--auth", token]);
+                }
                 command
             }
         };
