@@ -95,16 +95,7 @@ impl ReadinessCheck {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::error::Error,
     {
-        let probe = Arc::new(probe);
-        Self {
-            name: name.into(),
-            probe: Arc::new(move || {
-                let future = probe();
-                Box::pin(
-                    async move { future.await.map(|()| None).map_err(|error| error_chain(&error)) },
-                )
-            }),
-        }
+        Self::from_probe(name, probe, |()| None)
     }
 
     /// Like [`ReadinessCheck::new`], for a probe that also describes what it found (for
@@ -115,12 +106,27 @@ impl ReadinessCheck {
         Fut: Future<Output = Result<String, E>> + Send + 'static,
         E: std::error::Error,
     {
+        Self::from_probe(name, probe, Some)
+    }
+
+    fn from_probe<F, Fut, T: 'static, E>(
+        name: impl Into<Cow<'static, str>>,
+        probe: F,
+        detail: fn(T) -> Option<String>,
+    ) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: std::error::Error,
+    {
         let probe = Arc::new(probe);
         Self {
             name: name.into(),
             probe: Arc::new(move || {
                 let future = probe();
-                Box::pin(async move { future.await.map(Some).map_err(|error| error_chain(&error)) })
+                Box::pin(
+                    async move { future.await.map(detail).map_err(|error| error_chain(&error)) },
+                )
             }),
         }
     }

@@ -10,7 +10,7 @@ use platform_core::queue::{
     BackendKind, Backoff, ConsumerOptions, Job, JobError, Queue, QueueOptions,
 };
 use platform_core::telemetry::Metrics;
-use platform_test_support::{Broker, BrokerKind, service_env, unique_name};
+use platform_test_support::{Broker, BrokerKind, eventually, service_env, unique_name};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -97,19 +97,6 @@ where
         queue.consume(stream, "workers", options, handler, until).await.expect("valid names");
     });
     (stop, task)
-}
-
-async fn eventually(
-    what: &str,
-    limit: Duration,
-    mut done: impl FnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }
 
 type Seen = Arc<Mutex<HashMap<u32, Vec<(u32, Instant)>>>>;

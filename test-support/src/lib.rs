@@ -357,3 +357,24 @@ impl Drop for Broker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Polls `done` every 20 ms until it holds, for at most `limit`.
+///
+/// # Errors
+///
+/// Fails, naming `what`, when `done` never held.
+pub async fn eventually(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

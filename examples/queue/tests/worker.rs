@@ -2,12 +2,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use example_queue::{ExampleConfig, RenderThumbnail, STREAM};
 use platform_core::queue::{BackendKind, Queue};
 use platform_core::telemetry::Metrics;
-use platform_test_support::{ServiceProcess, free_port, service_env, unique_name, wait_for_status};
+use platform_test_support::{
+    ServiceProcess, eventually, free_port, service_env, unique_name, wait_for_status,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
@@ -35,19 +37,6 @@ fn images(worker: &ServiceProcess, message: &str) -> BTreeSet<u64> {
         .collect()
 }
 
-async fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut done: impl FnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 async fn a_killed_workers_jobs_are_finished_by_another(kind: BackendKind) -> anyhow::Result<()> {
     let namespace = unique_name("ex");
     let nats_url = (kind == BackendKind::Nats).then(|| service_env("PLATFORM_TEST_NATS_URL"));
@@ -61,7 +50,7 @@ async fn a_killed_workers_jobs_are_finished_by_another(kind: BackendKind) -> any
     }
 
     let mut first = ServiceProcess::start(Path::new(WORKER), &env).await?;
-    wait_until("the first worker to hold jobs", Duration::from_secs(30), || {
+    eventually("the first worker to hold jobs", Duration::from_secs(30), || {
         images(&first, "rendering").len() >= 4
     })
     .await?;
@@ -71,7 +60,7 @@ async fn a_killed_workers_jobs_are_finished_by_another(kind: BackendKind) -> any
     assert!(!held_when_killed.is_empty(), "the worker died holding unacknowledged jobs");
 
     let second = ServiceProcess::start(Path::new(WORKER), &env).await?;
-    wait_until("every image rendered", Duration::from_secs(90), || {
+    eventually("every image rendered", Duration::from_secs(90), || {
         let done: BTreeSet<u64> =
             images(&first, "rendered").union(&images(&second, "rendered")).copied().collect();
         done.len() == 20
