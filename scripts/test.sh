@@ -51,9 +51,16 @@ fi
 step "all six services, started the way scripts/run.sh starts them"
 scripts/run.sh --smoke
 
+step "the Helm chart"
+scripts/chart.sh 2>&1 | tee "$work/chart.log"
+
 # Failures stop the script above, so reaching here means every test passed.
-passed=$(cat "$work/doc-tests.log" "$work/tests.log" \
-  | grep -oE '(test result: ok\. [0-9]+ passed|tests run: [0-9]+ passed)' \
-  | grep -oE '[0-9]+ passed' | awk '{ sum += $1 } END { print sum + 0 }')
+passed=$(
+  {
+    cat "$work/doc-tests.log" "$work/tests.log" \
+      | grep -oE '(test result: ok\. [0-9]+ passed|tests run: [0-9]+ passed)' | grep -oE '[0-9]+'
+    grep -oE '^Ran [0-9]+ tests?' "$work/chart.log" | grep -oE '[0-9]+'
+  } | awk '{ sum += $1 } END { print sum + 0 }'
+)
 step "done"
 echo "tests: $passed passed, 0 failed"
