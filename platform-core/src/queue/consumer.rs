@@ -200,7 +200,9 @@ async fn fetch_loop<J, H, Fut>(
     // keeps broker round trips per job low under load while keeping most slots busy.
     let batch = u32::try_from(context.options.concurrency.div_ceil(4)).unwrap_or(1).max(1);
     loop {
+        // Biased, so that a stop request wins over free slots: nothing is fetched after it.
         let first = tokio::select! {
+            biased;
             () = stop.cancelled() => break,
             permit = Arc::clone(&permits).acquire_many_owned(batch) => match permit {
                 Ok(permit) => permit,
