@@ -376,8 +376,9 @@ async fn shutdown_finishes_jobs_in_flight_and_stops_fetching(
     .await?;
     let stopping = Instant::now();
     stop.cancel();
-    // After the fetch under way when stop came (at most `fetch_wait`), nothing is fetched.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // After the fetch under way when stop came (`fetch_wait`, 200 ms), nothing is fetched; the
+    // job in flight still runs for about a second.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     queue.publish("work", &Work { n: 2, sleep_ms: 0 }).await?;
     task.await?;
     assert!(stopping.elapsed() >= Duration::from_millis(1_000), "it waited for the job in flight");
