@@ -10,9 +10,9 @@
 //! - [`service`]: the HTTP shell with `/healthz`, `/readyz`, `/metrics` and graceful shutdown;
 //! - [`shutdown`]: waiting for SIGTERM.
 //!
-//! - [`queue`]: the durable job queue, on NATS JetStream or Redis Streams.
-//!
-//! Accounts (users, sessions, tokens, SSH keys) join them next.
+//! - [`queue`]: the durable job queue, on NATS JetStream or Redis Streams;
+//! - [`accounts`]: users, passwords and sessions, with their HTTP routes;
+//! - [`api`]: the JSON error every API answers with.
 //!
 //! # Quick start
 //!
@@ -48,6 +48,8 @@
 //! }
 //! ```
 
+pub mod accounts;
+pub mod api;
 pub mod config;
 pub mod db;
 pub mod queue;

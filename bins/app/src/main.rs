@@ -1,6 +1,7 @@
 //! `app` (port 3000): the main API server.
 
 use anyhow::Context as _;
+use platform_core::accounts::{self, Accounts};
 use platform_core::config::AppConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
@@ -16,7 +17,8 @@ async fn main() -> anyhow::Result<()> {
     database.migrate(CORE_MIGRATIONS).await?;
     let redis = Redis::connect(&config.redis)?;
 
-    let shell = ServiceShell::new("app");
+    let accounts = Accounts::new(database.clone(), redis.clone(), &config.session)?;
+    let shell = ServiceShell::new("app").with_routes(accounts::router(accounts));
     let queue =
         Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
             .await?;

@@ -190,3 +190,33 @@ impl Drop for StopCluster {
         let _ = std::process::Command::new("bash").arg(&self.0).args(["stop", &self.1]).status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_are_served_over_http() -> anyhow::Result<()> {
+    let data = scratch_dir();
+    let database = fresh_database().await?;
+    let app = ServiceProcess::start(Path::new(APP), &app_env(&database, &data)).await?;
+    let client = reqwest::Client::new();
+    let registered = client
+        .post(app.url("/api/auth/register"))
+        .json(&serde_json::json!({"username": "lin", "email": "lin@example.com", "password": "correct horse battery"}))
+        .send()
+        .await?;
+    assert_eq!(registered.status(), 201);
+    let signed_in = client
+        .post(app.url("/api/auth/login"))
+        .json(&serde_json::json!({"login": "lin", "password": "correct horse battery"}))
+        .send()
+        .await?;
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let me: serde_json::Value =
+        client.get(app.url("/api/user")).header("cookie", cookie).send().await?.json().await?;
+    assert_eq!(me["username"], "lin");
+    Ok(())
+}
