@@ -9,7 +9,7 @@ use platform_core::accounts::{Accounts, router};
 use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::redis::Redis;
-use platform_test_support::{fresh_database, service_env};
+use platform_test_support::{fresh_database, service_env, unique_name};
 use tower::ServiceExt as _;
 
 const PASSWORD: &str = "correct horse battery";
@@ -25,6 +25,7 @@ struct Answer {
 struct App {
     router: Router,
     bodies: std::sync::Mutex<Vec<String>>,
+    client: std::sync::Mutex<std::net::SocketAddr>,
 }
 
 impl App {
@@ -48,8 +49,15 @@ impl App {
         let (database, redis, session) = env.finish(read)?;
         let database = Database::connect(&database);
         database.migrate(CORE_MIGRATIONS).await?;
-        let accounts = Accounts::new(database, Redis::connect(&redis)?, &session)?;
-        Ok(Self { router: router(accounts), bodies: std::sync::Mutex::default() })
+        let accounts = Accounts::new(database, Redis::connect(&redis)?, &session)?
+            .with_namespace(unique_name("accounts"));
+        let client = std::sync::Mutex::new("127.0.0.1:40000".parse()?);
+        Ok(Self { router: router(accounts), bodies: std::sync::Mutex::default(), client })
+    }
+
+    /// Makes the following requests come from `address`.
+    fn use_client_address(&self, address: &str) {
+        *self.client.lock().expect("not poisoned") = address.parse().expect("a socket address");
     }
 
     async fn call(
@@ -59,9 +67,27 @@ impl App {
         body: Option<serde_json::Value>,
         cookie: Option<&str>,
     ) -> Answer {
-        let mut request = Request::builder().method(method).uri(path);
+        self.call_with(method, path, body, cookie, None).await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+    ) -> Answer {
+        let client = *self.client.lock().expect("not poisoned");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .extension(axum::extract::ConnectInfo(client));
         if let Some(cookie) = cookie {
             request = request.header(header::COOKIE, cookie);
+        }
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
         }
         let request = match body {
             Some(body) => request
@@ -188,6 +214,8 @@ async fn login_sets_a_hardened_session_cookie_and_logout_ends_the_session() -> a
 
     let signed_in = app.login("GRACE@example.com", PASSWORD, None).await;
     assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.text);
+    assert_eq!(signed_in.body["user"]["username"], "grace");
+    let csrf = signed_in.body["csrf_token"].as_str().expect("a CSRF token").to_owned();
     let set_cookie = signed_in.set_cookie.expect("a session cookie");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="] {
         assert!(set_cookie.contains(attribute), "{attribute} missing: {set_cookie}");
@@ -198,7 +226,17 @@ async fn login_sets_a_hardened_session_cookie_and_logout_ends_the_session() -> a
     let me = app.call("GET", "/api/user", None, Some(&cookie)).await;
     assert_eq!((me.status, me.body["username"].as_str()), (StatusCode::OK, Some("grace")));
 
-    let logout = app.call("POST", "/api/auth/logout", None, Some(&cookie)).await;
+    let session = app.call("GET", "/api/auth/session", None, Some(&cookie)).await;
+    assert_eq!(session.body["csrf_token"], csrf.as_str());
+
+    // A cookie alone cannot write: a page on another site could send it, not the token.
+    let forged = app.call("POST", "/api/auth/logout", None, Some(&cookie)).await;
+    assert_error(&forged, StatusCode::FORBIDDEN, "forbidden", None);
+    let wrong = app.call_with("POST", "/api/auth/logout", None, Some(&cookie), Some("guess")).await;
+    assert_error(&wrong, StatusCode::FORBIDDEN, "forbidden", None);
+    assert_eq!(app.call("GET", "/api/user", None, Some(&cookie)).await.status, StatusCode::OK);
+
+    let logout = app.call_with("POST", "/api/auth/logout", None, Some(&cookie), Some(&csrf)).await;
     assert_eq!(logout.status, StatusCode::NO_CONTENT);
     assert!(logout.set_cookie.is_some_and(|c| c.contains("Max-Age=0")), "the cookie is cleared");
     let replayed = app.call("GET", "/api/user", None, Some(&cookie)).await;
@@ -239,5 +277,63 @@ async fn login_never_keeps_a_session_id_the_client_brought() -> anyhow::Result<(
         StatusCode::UNAUTHORIZED
     );
     app.assert_no_hash_ever_left();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_are_limited_per_account_and_per_address() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    app.register("turing", "turing@example.com", PASSWORD).await;
+    app.register("lovelace", "lovelace@example.com", PASSWORD).await;
+
+    app.use_client_address("127.0.0.2:40000");
+    for _ in 0..5 {
+        assert_eq!(
+            app.login("turing", "wrong password!", None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The account is locked for a while, even with the right password and from elsewhere.
+    app.use_client_address("127.0.0.3:40000");
+    let limited = app.login("Turing", PASSWORD, None).await;
+    assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited", None);
+    // Other accounts are not affected.
+    assert_eq!(app.login("lovelace", PASSWORD, None).await.status, StatusCode::OK);
+
+    // One address guessing across many accounts is stopped too.
+    app.use_client_address("127.0.0.4:40000");
+    for n in 0..30 {
+        let answer = app.login(&format!("nobody{n}"), "wrong password!", None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    assert_error(
+        &app.login("lovelace", PASSWORD, None).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        None,
+    );
+    app.use_client_address("127.0.0.5:40000");
+    assert_eq!(app.login("lovelace", PASSWORD, None).await.status, StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_answer_says_when_to_retry() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    app.register("knuth", "knuth@example.com", PASSWORD).await;
+    for _ in 0..5 {
+        app.login("knuth", "wrong password!", None).await;
+    }
+    let client = *app.client.lock().expect("not poisoned");
+    let request = Request::post("/api/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .extension(axum::extract::ConnectInfo(client))
+        .body(Body::from(
+            serde_json::json!({"login": "knuth", "password": PASSWORD}).to_string(),
+        ))?;
+    let response = app.router.clone().oneshot(request).await?;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()[header::RETRY_AFTER].to_str()?.parse()?;
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
     Ok(())
 }

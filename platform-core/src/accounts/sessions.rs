@@ -1,8 +1,9 @@
 //! Server-side sessions in Redis, named by a signed cookie.
 //!
 //! The cookie holds only a random session id, signed with `APP_SESSION_SECRET`; the session
-//! itself (which user) lives in Redis under `session:{id}`, and each user's session ids in
-//! `user-sessions:{user id}`, so logout removes one session and a password change all of them.
+//! itself (which user, and its CSRF token) lives in a Redis hash under `{namespace}:session:{id}`,
+//! and each user's session ids in `{namespace}:user-sessions:{user id}`, so logout removes one session and a password
+//! change all of them.
 
 use std::time::Duration;
 
@@ -18,54 +19,79 @@ pub const COOKIE_NAME: &str = "platform_session";
 /// How long a session lives without being used.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn session_key(id: &str) -> String {
-    format!("session:{id}")
+fn session_key(namespace: &str, id: &str) -> String {
+    format!("{namespace}:session:{id}")
 }
 
-fn user_key(user_id: i64) -> String {
-    format!("user-sessions:{user_id}")
+fn user_key(namespace: &str, user_id: i64) -> String {
+    format!("{namespace}:user-sessions:{user_id}")
 }
 
-/// Creates a session for `user_id` and returns its id: 32 random bytes, base64url.
+/// 32 random bytes, base64url: session ids and CSRF tokens.
+fn random_token() -> String {
+    let mut bytes = [0_u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A signed-in session: whose it is, and the token its cookie-authenticated writes must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The session's id, as the cookie names it.
+    pub id: String,
+    /// The user.
+    pub user_id: i64,
+    /// The anti-CSRF token, sent back in the `X-CSRF-Token` header.
+    pub csrf_token: String,
+}
+
+/// Creates a session for `user_id`, with a fresh id and CSRF token.
 ///
 /// # Errors
 ///
 /// Fails when Redis does.
-pub async fn create(redis: &Redis, user_id: i64) -> Result<String, RedisError> {
-    let mut bytes = [0_u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let id = URL_SAFE_NO_PAD.encode(bytes);
+pub async fn create(redis: &Redis, namespace: &str, user_id: i64) -> Result<Session, RedisError> {
+    let session = Session { id: random_token(), user_id, csrf_token: random_token() };
     let ttl = SESSION_TTL.as_secs();
+    let key = session_key(namespace, &session.id);
+    let id = &session.id;
     let mut conn = redis.get().await?;
     redis::pipe()
         .atomic()
-        .set_ex(session_key(&id), user_id, ttl)
+        .hset_multiple(&key, &[("user", user_id.to_string()), ("csrf", session.csrf_token.clone())])
         .ignore()
-        .sadd(user_key(user_id), &id)
+        .expire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
         .ignore()
-        .expire(user_key(user_id), i64::try_from(ttl).unwrap_or(i64::MAX))
+        .sadd(user_key(namespace, user_id), id)
+        .ignore()
+        .expire(user_key(namespace, user_id), i64::try_from(ttl).unwrap_or(i64::MAX))
         .ignore()
         .query_async::<()>(&mut *conn)
         .await
         .map_err(RedisError::Command)?;
-    Ok(id)
+    Ok(session)
 }
 
-/// Returns the user of session `id`, if it exists, and extends its life.
+/// Returns session `id`, if it exists, and extends its life.
 ///
 /// # Errors
 ///
 /// Fails when Redis does.
-pub async fn user_of(redis: &Redis, id: &str) -> Result<Option<i64>, RedisError> {
+pub async fn find(redis: &Redis, namespace: &str, id: &str) -> Result<Option<Session>, RedisError> {
+    let key = session_key(namespace, id);
     let mut conn = redis.get().await?;
-    let user: Option<i64> = redis::cmd("GETEX")
-        .arg(session_key(id))
-        .arg("EX")
-        .arg(SESSION_TTL.as_secs())
+    let (fields, _): (std::collections::HashMap<String, String>, bool) = redis::pipe()
+        .hgetall(&key)
+        .expire(&key, i64::try_from(SESSION_TTL.as_secs()).unwrap_or(i64::MAX))
         .query_async(&mut *conn)
         .await
         .map_err(RedisError::Command)?;
-    Ok(user)
+    let user_id = fields.get("user").and_then(|u| u.parse().ok());
+    Ok(user_id.zip(fields.get("csrf")).map(|(user_id, csrf)| Session {
+        id: id.to_owned(),
+        user_id,
+        csrf_token: csrf.clone(),
+    }))
 }
 
 /// Ends session `id`.
@@ -73,13 +99,14 @@ pub async fn user_of(redis: &Redis, id: &str) -> Result<Option<i64>, RedisError>
 /// # Errors
 ///
 /// Fails when Redis does.
-pub async fn delete(redis: &Redis, id: &str) -> Result<(), RedisError> {
+pub async fn delete(redis: &Redis, namespace: &str, id: &str) -> Result<(), RedisError> {
     let mut conn = redis.get().await?;
-    let user: Option<i64> = conn.get(session_key(id)).await.map_err(RedisError::Command)?;
+    let user: Option<i64> =
+        conn.hget(session_key(namespace, id), "user").await.map_err(RedisError::Command)?;
     let mut pipe = redis::pipe();
-    pipe.atomic().del(session_key(id)).ignore();
+    pipe.atomic().del(session_key(namespace, id)).ignore();
     if let Some(user) = user {
-        pipe.srem(user_key(user), id).ignore();
+        pipe.srem(user_key(namespace, user), id).ignore();
     }
     pipe.query_async::<()>(&mut *conn).await.map_err(RedisError::Command)
 }
@@ -89,14 +116,15 @@ pub async fn delete(redis: &Redis, id: &str) -> Result<(), RedisError> {
 /// # Errors
 ///
 /// Fails when Redis does.
-pub async fn delete_all(redis: &Redis, user_id: i64) -> Result<(), RedisError> {
+pub async fn delete_all(redis: &Redis, namespace: &str, user_id: i64) -> Result<(), RedisError> {
     let mut conn = redis.get().await?;
-    let ids: Vec<String> = conn.smembers(user_key(user_id)).await.map_err(RedisError::Command)?;
+    let ids: Vec<String> =
+        conn.smembers(user_key(namespace, user_id)).await.map_err(RedisError::Command)?;
     let mut pipe = redis::pipe();
     pipe.atomic();
     for id in &ids {
-        pipe.del(session_key(id)).ignore();
+        pipe.del(session_key(namespace, id)).ignore();
     }
-    pipe.del(user_key(user_id)).ignore();
+    pipe.del(user_key(namespace, user_id)).ignore();
     pipe.query_async::<()>(&mut *conn).await.map_err(RedisError::Command)
 }
