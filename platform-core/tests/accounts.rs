@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use platform_core::accounts::{Accounts, router};
+use platform_core::accounts::{AccountMail, Accounts, MAIL_STREAM, router};
 use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
 use platform_core::db::{CORE_MIGRATIONS, Database};
+use platform_core::queue::{ConsumerOptions, Job, JobError, Queue, QueueOptions};
 use platform_core::redis::Redis;
+use platform_core::telemetry::Metrics;
 use platform_test_support::{fresh_database, service_env, unique_name};
 use tower::ServiceExt as _;
 
@@ -24,6 +26,7 @@ struct Answer {
 /// Every body the suite received, to check that no hash ever left the server.
 struct App {
     router: Router,
+    queue: Queue,
     bodies: std::sync::Mutex<Vec<String>>,
     client: std::sync::Mutex<std::net::SocketAddr>,
 }
@@ -49,10 +52,13 @@ impl App {
         let (database, redis, session) = env.finish(read)?;
         let database = Database::connect(&database);
         database.migrate(CORE_MIGRATIONS).await?;
-        let accounts = Accounts::new(database, Redis::connect(&redis)?, &session)?
-            .with_namespace(unique_name("accounts"));
+        let namespace = unique_name("accounts");
+        let options = QueueOptions { namespace: namespace.clone(), ..QueueOptions::default() };
+        let queue = Queue::redis(&redis, options, &Metrics::new("test"))?;
+        let accounts = Accounts::new(database, Redis::connect(&redis)?, queue.clone(), &session)?
+            .with_namespace(namespace);
         let client = std::sync::Mutex::new("127.0.0.1:40000".parse()?);
-        Ok(Self { router: router(accounts), bodies: std::sync::Mutex::default(), client })
+        Ok(Self { router: router(accounts), queue, bodies: std::sync::Mutex::default(), client })
     }
 
     /// Makes the following requests come from `address`.
@@ -118,6 +124,34 @@ impl App {
     async fn login(&self, login: &str, password: &str, cookie: Option<&str>) -> Answer {
         let body = serde_json::json!({"login": login, "password": password});
         self.call("POST", "/api/auth/login", Some(body), cookie).await
+    }
+
+    /// Consumes the mail stream until `count` mails arrived (or 20 s passed) and returns them.
+    async fn mails(&self, count: usize) -> anyhow::Result<Vec<AccountMail>> {
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let consumer = tokio::spawn({
+            let (queue, received, until) =
+                (self.queue.clone(), received.clone(), stop.clone().cancelled_owned());
+            async move {
+                let handler = move |job: Job<AccountMail>| {
+                    let received = received.clone();
+                    async move {
+                        received.lock().expect("not poisoned").push(job.payload);
+                        Ok::<(), JobError>(())
+                    }
+                };
+                queue.consume(MAIL_STREAM, "test", ConsumerOptions::default(), handler, until).await
+            }
+        });
+        platform_test_support::eventually("mail jobs", std::time::Duration::from_secs(20), || {
+            received.lock().expect("not poisoned").len() >= count
+        })
+        .await?;
+        stop.cancel();
+        consumer.await??;
+        let mails = received.lock().expect("not poisoned").clone();
+        Ok(mails)
     }
 
     fn assert_no_hash_ever_left(&self) {
@@ -215,6 +249,7 @@ async fn login_sets_a_hardened_session_cookie_and_logout_ends_the_session() -> a
     let signed_in = app.login("GRACE@example.com", PASSWORD, None).await;
     assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.text);
     assert_eq!(signed_in.body["user"]["username"], "grace");
+    assert!(!signed_in.text.contains(PASSWORD));
     let csrf = signed_in.body["csrf_token"].as_str().expect("a CSRF token").to_owned();
     let set_cookie = signed_in.set_cookie.expect("a session cookie");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="] {
@@ -335,5 +370,170 @@ async fn a_rate_limited_answer_says_when_to_retry() -> anyhow::Result<()> {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = response.headers()[header::RETRY_AFTER].to_str()?.parse()?;
     assert!((1..=900).contains(&retry_after), "{retry_after}");
+    Ok(())
+}
+
+fn token_of(mail: &AccountMail) -> &str {
+    match mail {
+        AccountMail::VerifyEmail { token, .. } | AccountMail::ResetPassword { token, .. } => token,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_mails_a_single_use_verification_token() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    app.register("liskov", "liskov@example.com", PASSWORD).await;
+    let mails = app.mails(1).await?;
+    let AccountMail::VerifyEmail { username, to, token, .. } = &mails[0] else {
+        anyhow::bail!("expected a verification mail, got {mails:?}");
+    };
+    assert_eq!((username.as_str(), to.as_str()), ("liskov", "liskov@example.com"));
+
+    let bogus = app
+        .call("POST", "/api/auth/verify-email", Some(serde_json::json!({"token": "nope"})), None)
+        .await;
+    assert_error(&bogus, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("token"));
+    let verified = app
+        .call("POST", "/api/auth/verify-email", Some(serde_json::json!({"token": token})), None)
+        .await;
+    assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.text);
+    let again = app
+        .call("POST", "/api/auth/verify-email", Some(serde_json::json!({"token": token})), None)
+        .await;
+    assert_error(&again, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("token"));
+
+    let signed_in = app.login("liskov", PASSWORD, None).await;
+    assert_eq!(signed_in.body["user"]["email_verified"], true);
+    app.assert_no_hash_ever_left();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailed_reset_token_sets_a_new_password_once_and_ends_every_session() -> anyhow::Result<()>
+{
+    let app = App::new(false).await?;
+    app.register("dijkstra", "dijkstra@example.com", PASSWORD).await;
+    let cookie =
+        cookie_pair(&app.login("dijkstra", PASSWORD, None).await.set_cookie.expect("cookie"));
+
+    let unknown = app
+        .call(
+            "POST",
+            "/api/auth/password-reset",
+            Some(serde_json::json!({"email": "nobody@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::ACCEPTED, "no hint whether the address exists");
+    let known = app
+        .call(
+            "POST",
+            "/api/auth/password-reset",
+            Some(serde_json::json!({"email": "DIJKSTRA@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(known.status, StatusCode::ACCEPTED);
+    let mails = app.mails(2).await?;
+    assert_eq!(mails.len(), 2, "the verification mail and one reset mail: {mails:?}");
+    let reset = mails
+        .iter()
+        .find(|m| matches!(m, AccountMail::ResetPassword { .. }))
+        .expect("a reset mail");
+    let token = token_of(reset);
+
+    let confirm = |password: &str| serde_json::json!({"token": token, "password": password});
+    let weak =
+        app.call("POST", "/api/auth/password-reset/confirm", Some(confirm("short")), None).await;
+    assert_error(&weak, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("password"));
+    let new_password = "a brand new passphrase";
+    let done = app
+        .call("POST", "/api/auth/password-reset/confirm", Some(confirm(new_password)), None)
+        .await;
+    assert_eq!(
+        done.status,
+        StatusCode::NO_CONTENT,
+        "a refused password did not use the token up: {}",
+        done.text
+    );
+    let reused = app
+        .call(
+            "POST",
+            "/api/auth/password-reset/confirm",
+            Some(confirm("yet another passphrase")),
+            None,
+        )
+        .await;
+    assert_error(&reused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("token"));
+
+    assert_eq!(
+        app.call("GET", "/api/user", None, Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "sessions ended"
+    );
+    assert_eq!(app.login("dijkstra", PASSWORD, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.login("dijkstra", new_password, None).await.status, StatusCode::OK);
+    app.assert_no_hash_ever_left();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changing_the_password_needs_the_current_one_and_ends_every_session() -> anyhow::Result<()>
+{
+    let app = App::new(false).await?;
+    app.register("hamilton", "hamilton@example.com", PASSWORD).await;
+    let first = app.login("hamilton", PASSWORD, None).await;
+    let cookie = cookie_pair(first.set_cookie.as_deref().expect("cookie"));
+    let csrf = first.body["csrf_token"].as_str().expect("token").to_owned();
+    let other_device =
+        cookie_pair(&app.login("hamilton", PASSWORD, None).await.set_cookie.expect("cookie"));
+
+    let change = |current: &str, new: &str| serde_json::json!({"current_password": current, "new_password": new});
+    let without_token = app
+        .call(
+            "PUT",
+            "/api/user/password",
+            Some(change(PASSWORD, "apollo guidance computer")),
+            Some(&cookie),
+        )
+        .await;
+    assert_error(&without_token, StatusCode::FORBIDDEN, "forbidden", None);
+    let wrong = app
+        .call_with(
+            "PUT",
+            "/api/user/password",
+            Some(change("not it at all", "apollo guidance computer")),
+            Some(&cookie),
+            Some(&csrf),
+        )
+        .await;
+    assert_error(
+        &wrong,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        Some("current_password"),
+    );
+    let changed = app
+        .call_with(
+            "PUT",
+            "/api/user/password",
+            Some(change(PASSWORD, "apollo guidance computer")),
+            Some(&cookie),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text);
+
+    for session in [&cookie, &other_device] {
+        assert_eq!(
+            app.call("GET", "/api/user", None, Some(session)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        app.login("hamilton", "apollo guidance computer", None).await.status,
+        StatusCode::OK
+    );
+    app.assert_no_hash_ever_left();
     Ok(())
 }

@@ -17,12 +17,13 @@ async fn main() -> anyhow::Result<()> {
     database.migrate(CORE_MIGRATIONS).await?;
     let redis = Redis::connect(&config.redis)?;
 
-    let accounts = Accounts::new(database.clone(), redis.clone(), &config.session)?;
-    let shell = ServiceShell::new("app").with_routes(accounts::router(accounts));
+    let shell = ServiceShell::new("app");
     let queue =
         Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
             .await?;
+    let accounts = Accounts::new(database.clone(), redis.clone(), queue.clone(), &config.session)?;
     let shell = shell
+        .with_routes(accounts::router(accounts))
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
         .with_readiness(queue.readiness_check());

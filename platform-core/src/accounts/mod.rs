@@ -13,12 +13,22 @@
 //! | `POST` | `/api/auth/login` | 200, the user, the CSRF token and the session cookie; 401 for wrong credentials; 429 when limited |
 //! | `GET` | `/api/auth/session` | 200, the user and the CSRF token of the current session |
 //! | `POST` | `/api/auth/logout` | 204, the session ended and the cookie cleared (needs `X-CSRF-Token`) |
+//! | `POST` | `/api/auth/verify-email` | 204 for a valid token from the verification mail; 422 otherwise |
+//! | `POST` | `/api/auth/verify-email/resend` | 202, another verification mail queued (needs `X-CSRF-Token`) |
+//! | `POST` | `/api/auth/password-reset` | 202 whether or not the address has an account; a reset mail queued if it has |
+//! | `POST` | `/api/auth/password-reset/confirm` | 204, the new password set and every session ended; 422 for a bad token or password |
 //! | `GET` | `/api/user` | 200 and the signed-in user; 401 without a session |
+//! | `PUT` | `/api/user/password` | 204, the password changed and every session ended (needs the current password and `X-CSRF-Token`) |
+//!
+//! Registration and password resets publish an [`AccountMail`] to the [`MAIL_STREAM`] queue
+//! stream; tokens are single-use, expire (24 hours, 1 hour), and are stored only as hashes.
 //!
 //! ```no_run
 //! # fn run(database: platform_core::db::Database, redis: platform_core::redis::Redis,
+//! #        queue: platform_core::queue::Queue,
 //! #        session: &platform_core::config::SessionConfig) -> Result<(), platform_core::accounts::AccountsError> {
-//! let routes = platform_core::accounts::router(platform_core::accounts::Accounts::new(database, redis, session)?);
+//! use platform_core::accounts::{Accounts, router};
+//! let routes = router(Accounts::new(database, redis, queue, session)?);
 //! let shell = platform_core::service::ServiceShell::new("app").with_routes(routes);
 //! # Ok(()) }
 //! ```
@@ -26,6 +36,7 @@
 pub mod password;
 pub mod rate_limit;
 pub mod sessions;
+pub mod tokens;
 pub mod users;
 pub mod validation;
 
@@ -46,8 +57,41 @@ use subtle::ConstantTimeEq as _;
 use crate::api::{ApiError, ApiJson};
 use crate::config::SessionConfig;
 use crate::db::Database;
+use crate::queue::Queue;
 use crate::redis::Redis;
 pub use users::{User, UserRecord};
+
+/// The queue stream account mail is published to.
+pub const MAIL_STREAM: &str = "mail";
+
+/// A mail the accounts ask to be sent, published to [`MAIL_STREAM`]; the email worker renders
+/// and sends it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AccountMail {
+    /// "Confirm your address": carries the token `POST /api/auth/verify-email` takes.
+    VerifyEmail {
+        /// The user.
+        user_id: i64,
+        /// Their name, for the greeting.
+        username: String,
+        /// The address to verify.
+        to: String,
+        /// The single-use token.
+        token: String,
+    },
+    /// "Choose a new password": carries the token `POST /api/auth/password-reset/confirm` takes.
+    ResetPassword {
+        /// The user.
+        user_id: i64,
+        /// Their name, for the greeting.
+        username: String,
+        /// Their address.
+        to: String,
+        /// The single-use token.
+        token: String,
+    },
+}
 
 /// The header that carries the CSRF token of cookie-authenticated writes.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -65,6 +109,7 @@ pub enum AccountsError {
 pub struct Accounts {
     database: Database,
     redis: Redis,
+    queue: Queue,
     key: Key,
     cookie_secure: bool,
     namespace: String,
@@ -94,6 +139,7 @@ impl Accounts {
     pub fn new(
         database: Database,
         redis: Redis,
+        queue: Queue,
         session: &SessionConfig,
     ) -> Result<Self, AccountsError> {
         let secret = session.secret.expose_secret().as_bytes();
@@ -103,6 +149,7 @@ impl Accounts {
         Ok(Self {
             database,
             redis,
+            queue,
             key: Key::derive_from(secret),
             cookie_secure: session.cookie_secure,
             namespace: "platform".to_owned(),
@@ -162,6 +209,33 @@ impl Accounts {
         Ok((user, session))
     }
 
+    /// Issues a verification token for `user` and queues the mail that carries it.
+    async fn send_verification(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        user: &UserRecord,
+    ) -> Result<(), ApiError> {
+        let token = tokens::issue(conn, user.id, tokens::Purpose::VerifyEmail)
+            .await
+            .map_err(ApiError::internal)?;
+        let mail = AccountMail::VerifyEmail {
+            user_id: user.id,
+            username: user.username.clone(),
+            to: user.email.clone(),
+            token,
+        };
+        self.queue.publish(MAIL_STREAM, &mail).await.map_err(ApiError::internal)?;
+        Ok(())
+    }
+
+    /// Hashes `password` off the async threads.
+    async fn hash_password(password: String) -> Result<String, ApiError> {
+        tokio::task::spawn_blocking(move || password::hash(&password))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::Internal(e.to_string().into()))
+    }
+
     fn session_cookie(&self, id: String) -> Cookie<'static> {
         Cookie::build((sessions::COOKIE_NAME, id))
             .path("/")
@@ -184,6 +258,11 @@ pub fn router(accounts: Accounts) -> Router {
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/session", get(current_session))
+        .route("/api/auth/verify-email", post(verify_email))
+        .route("/api/auth/verify-email/resend", post(resend_verification))
+        .route("/api/auth/password-reset", post(request_password_reset))
+        .route("/api/auth/password-reset/confirm", post(confirm_password_reset))
+        .route("/api/user/password", axum::routing::put(change_password))
         .route("/api/user", get(me))
         .with_state(accounts)
 }
@@ -207,11 +286,7 @@ async fn register(
     validation::check_email(&request.email).map_err(|m| ApiError::invalid("email", m))?;
     password::check_policy(&request.password, &request.username)
         .map_err(|m| ApiError::invalid("password", m))?;
-    let password = request.password;
-    let hash = tokio::task::spawn_blocking(move || password::hash(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::Internal(e.to_string().into()))?;
+    let hash = Accounts::hash_password(request.password).await?;
     let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
     let record = users::create(&mut conn, &request.username, &request.email, &hash).await.map_err(
         |error| match error {
@@ -223,6 +298,10 @@ async fn register(
         },
     )?;
     tracing::info!(user = record.id, username = %record.username, "account registered");
+    // The account exists either way; a lost mail can be asked for again.
+    if let Err(error) = accounts.send_verification(&mut conn, &record).await {
+        tracing::error!(user = record.id, error = %crate::service::error_chain(&error), "cannot queue the verification mail");
+    }
     Ok((StatusCode::CREATED, axum::Json(User::from(&record))))
 }
 
@@ -334,4 +413,157 @@ async fn me(
 ) -> Result<axum::Json<User>, ApiError> {
     let (record, _) = accounts.current_user(&jar).await?;
     Ok(axum::Json(User::from(&record)))
+}
+
+/// The body of `POST /api/auth/verify-email`.
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    /// The token from the mail.
+    pub token: String,
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::invalid("token", "token is invalid, expired or already used")
+}
+
+async fn verify_email(
+    State(accounts): State<Accounts>,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<StatusCode, ApiError> {
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    let user = tokens::redeem(&mut conn, &request.token, tokens::Purpose::VerifyEmail)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(invalid_token)?;
+    users::mark_email_verified(&mut conn, user).await.map_err(ApiError::internal)?;
+    tracing::info!(user, "email address verified");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resend_verification(
+    State(accounts): State<Accounts>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+) -> Result<StatusCode, ApiError> {
+    let (user, _) = accounts.current_user_for_write(&jar, &headers).await?;
+    if user.email_verified_at.is_some() {
+        return Err(ApiError::Conflict {
+            message: "email is already verified".to_owned(),
+            field: Some("email"),
+        });
+    }
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    accounts.send_verification(&mut conn, &user).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The body of `POST /api/auth/password-reset`.
+#[derive(Debug, Deserialize)]
+pub struct PasswordResetRequest {
+    /// The account's address.
+    pub email: String,
+}
+
+/// Answers 202 whether or not the address has an account, so the answer reveals none.
+async fn request_password_reset(
+    State(accounts): State<Accounts>,
+    ApiJson(request): ApiJson<PasswordResetRequest>,
+) -> Result<StatusCode, ApiError> {
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    if let Some(user) =
+        users::find_by_email(&mut conn, &request.email).await.map_err(ApiError::internal)?
+    {
+        let token = tokens::issue(&mut conn, user.id, tokens::Purpose::ResetPassword)
+            .await
+            .map_err(ApiError::internal)?;
+        let mail = AccountMail::ResetPassword {
+            user_id: user.id,
+            username: user.username,
+            to: user.email,
+            token,
+        };
+        accounts.queue.publish(MAIL_STREAM, &mail).await.map_err(ApiError::internal)?;
+        tracing::info!(user = user.id, "password reset requested");
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The body of `POST /api/auth/password-reset/confirm`.
+#[derive(Debug, Deserialize)]
+pub struct PasswordResetConfirmation {
+    /// The token from the mail.
+    pub token: String,
+    /// The new password.
+    pub password: String,
+}
+
+async fn confirm_password_reset(
+    State(accounts): State<Accounts>,
+    ApiJson(request): ApiJson<PasswordResetConfirmation>,
+) -> Result<StatusCode, ApiError> {
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    let purpose = tokens::Purpose::ResetPassword;
+    // Check the new password before using the token up, so a refused one can be corrected.
+    let user_id = tokens::peek(&mut conn, &request.token, purpose)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(invalid_token)?;
+    let user = users::find_by_id(&mut conn, user_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(invalid_token)?;
+    password::check_policy(&request.password, &user.username)
+        .map_err(|m| ApiError::invalid("password", m))?;
+    let hash = Accounts::hash_password(request.password).await?;
+    if tokens::redeem(&mut conn, &request.token, purpose)
+        .await
+        .map_err(ApiError::internal)?
+        .is_none()
+    {
+        return Err(invalid_token());
+    }
+    users::set_password_hash(&mut conn, user.id, &hash).await.map_err(ApiError::internal)?;
+    sessions::delete_all(&accounts.redis, &accounts.namespace, user.id)
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(user = user.id, "password reset; every session ended");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body of `PUT /api/user/password`.
+#[derive(Debug, Deserialize)]
+pub struct PasswordChange {
+    /// The password now.
+    pub current_password: String,
+    /// The password to set.
+    pub new_password: String,
+}
+
+/// Changes the password and ends every session of the user, this one included.
+async fn change_password(
+    State(accounts): State<Accounts>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+    ApiJson(request): ApiJson<PasswordChange>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (user, _) = accounts.current_user_for_write(&jar, &headers).await?;
+    let stored = user.password_hash.clone();
+    let current = request.current_password;
+    let matches = tokio::task::spawn_blocking(move || password::verify(&current, &stored))
+        .await
+        .map_err(ApiError::internal)?;
+    if !matches {
+        return Err(ApiError::invalid("current_password", "current password is wrong"));
+    }
+    password::check_policy(&request.new_password, &user.username)
+        .map_err(|m| ApiError::invalid("new_password", m))?;
+    let hash = Accounts::hash_password(request.new_password).await?;
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    users::set_password_hash(&mut conn, user.id, &hash).await.map_err(ApiError::internal)?;
+    sessions::delete_all(&accounts.redis, &accounts.namespace, user.id)
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(user = user.id, "password changed; every session ended");
+    let jar = jar.remove(Cookie::build(sessions::COOKIE_NAME).path("/"));
+    Ok((jar, StatusCode::NO_CONTENT))
 }

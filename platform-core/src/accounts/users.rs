@@ -166,3 +166,52 @@ pub async fn find_by_id(
         .await
         .optional()?)
 }
+
+/// Finds the user whose address is `email`, without regard to case.
+///
+/// # Errors
+///
+/// Fails when the query fails.
+pub async fn find_by_email(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+) -> Result<Option<UserRecord>, UserError> {
+    Ok(diesel::sql_query("SELECT * FROM users WHERE lower(email) = lower($1)")
+        .bind::<Text, _>(email)
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// Replaces a user's password hash.
+///
+/// # Errors
+///
+/// Fails when the update does.
+pub async fn set_password_hash(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+    hash: &str,
+) -> Result<(), UserError> {
+    diesel::update(users::table.find(id))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that a user's address is verified.
+///
+/// # Errors
+///
+/// Fails when the update does.
+pub async fn mark_email_verified(conn: &mut AsyncPgConnection, id: i64) -> Result<(), UserError> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::email_verified_at.eq(diesel::dsl::now),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
