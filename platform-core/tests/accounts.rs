@@ -26,6 +26,7 @@ struct Answer {
 /// Every body the suite received, to check that no hash ever left the server.
 struct App {
     router: Router,
+    accounts: Accounts,
     queue: Queue,
     bodies: std::sync::Mutex<Vec<String>>,
     client: std::sync::Mutex<std::net::SocketAddr>,
@@ -58,7 +59,13 @@ impl App {
         let accounts = Accounts::new(database, Redis::connect(&redis)?, queue.clone(), &session)?
             .with_namespace(namespace);
         let client = std::sync::Mutex::new("127.0.0.1:40000".parse()?);
-        Ok(Self { router: router(accounts), queue, bodies: std::sync::Mutex::default(), client })
+        Ok(Self {
+            router: router(accounts.clone()),
+            accounts,
+            queue,
+            bodies: std::sync::Mutex::default(),
+            client,
+        })
     }
 
     /// Makes the following requests come from `address`.
@@ -76,6 +83,16 @@ impl App {
         self.call_with(method, path, body, cookie, None).await
     }
 
+    async fn call_bearer(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: &str,
+    ) -> Answer {
+        self.call_headers(method, path, body, None, None, Some(token)).await
+    }
+
     async fn call_with(
         &self,
         method: &str,
@@ -83,6 +100,18 @@ impl App {
         body: Option<serde_json::Value>,
         cookie: Option<&str>,
         csrf: Option<&str>,
+    ) -> Answer {
+        self.call_headers(method, path, body, cookie, csrf, None).await
+    }
+
+    async fn call_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+        bearer: Option<&str>,
     ) -> Answer {
         let client = *self.client.lock().expect("not poisoned");
         let mut request = Request::builder()
@@ -94,6 +123,9 @@ impl App {
         }
         if let Some(csrf) = csrf {
             request = request.header("x-csrf-token", csrf);
+        }
+        if let Some(token) = bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = match body {
             Some(body) => request
@@ -535,5 +567,252 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() ->
         StatusCode::OK
     );
     app.assert_no_hash_ever_left();
+    Ok(())
+}
+
+/// Registers `username` and signs in; returns (cookie, CSRF token).
+async fn signed_in(app: &App, username: &str) -> (String, String) {
+    app.register(username, &format!("{username}@example.com"), PASSWORD).await;
+    let answer = app.login(username, PASSWORD, None).await;
+    let cookie = cookie_pair(answer.set_cookie.as_deref().expect("cookie"));
+    (cookie, answer.body["csrf_token"].as_str().expect("token").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_tokens_are_shown_once_scoped_and_revocable() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    let (cookie, csrf) = signed_in(&app, "ritchie").await;
+    let create = |name: &str, scopes: &[&str]| serde_json::json!({"name": name, "scopes": scopes});
+
+    let created = app
+        .call_with(
+            "POST",
+            "/api/user/tokens",
+            Some(create("ci", &["repo:read"])),
+            Some(&cookie),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let read_token = created.body["token"].as_str().expect("the token, once").to_owned();
+    assert!(read_token.starts_with("plat_"));
+    let admin = app
+        .call_with(
+            "POST",
+            "/api/user/tokens",
+            Some(create("admin", &["admin"])),
+            Some(&cookie),
+            Some(&csrf),
+        )
+        .await;
+    let admin_token = admin.body["token"].as_str().expect("token").to_owned();
+
+    let bad_scope = app
+        .call_with(
+            "POST",
+            "/api/user/tokens",
+            Some(create("x", &["root"])),
+            Some(&cookie),
+            Some(&csrf),
+        )
+        .await;
+    assert_error(&bad_scope, StatusCode::BAD_REQUEST, "bad_request", None);
+    let no_scope = app
+        .call_with("POST", "/api/user/tokens", Some(create("x", &[])), Some(&cookie), Some(&csrf))
+        .await;
+    assert_error(&no_scope, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("scopes"));
+
+    // The token authenticates API calls, within its scopes.
+    let me = app.call_bearer("GET", "/api/user", None, &read_token).await;
+    assert_eq!(me.body["username"], "ritchie");
+    let escalate = app
+        .call_bearer("POST", "/api/user/tokens", Some(create("more", &["admin"])), &read_token)
+        .await;
+    assert_error(&escalate, StatusCode::FORBIDDEN, "forbidden", None);
+    let listed = app.call_bearer("GET", "/api/user/tokens", None, &admin_token).await;
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(2), "{}", listed.text);
+    assert!(
+        !listed.text.contains(&read_token) && !listed.text.contains("token_hash"),
+        "never shown again"
+    );
+
+    let id = created.body["id"].as_i64().expect("id");
+    let revoked =
+        app.call_bearer("DELETE", &format!("/api/user/tokens/{id}"), None, &admin_token).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_error(
+        &app.call_bearer("GET", "/api/user", None, &read_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        None,
+    );
+    assert_error(
+        &app.call_bearer("DELETE", &format!("/api/user/tokens/{id}"), None, &admin_token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+    );
+    assert_error(
+        &app.call_bearer("GET", "/api/user", None, "plat_forged").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        None,
+    );
+
+    // Another user's token list is theirs alone.
+    let (other_cookie, other_csrf) = signed_in(&app, "thompson").await;
+    let theirs = app
+        .call_with(
+            "DELETE",
+            &format!("/api/user/tokens/{}", admin.body["id"]),
+            None,
+            Some(&other_cookie),
+            Some(&other_csrf),
+        )
+        .await;
+    assert_error(&theirs, StatusCode::NOT_FOUND, "not_found", None);
+    app.assert_no_hash_ever_left();
+    Ok(())
+}
+
+fn keygen(args: &[&str]) -> anyhow::Result<(String, String)> {
+    let dir = std::env::temp_dir().join(unique_name("keys"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-C", "me@laptop", "-f"])
+        .arg(&path)
+        .args(args)
+        .status()?;
+    anyhow::ensure!(status.success(), "ssh-keygen {args:?} failed");
+    let public = std::fs::read_to_string(path.with_extension("pub"))?;
+    let listed = std::process::Command::new("ssh-keygen").arg("-lf").arg(&path).output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((public, String::from_utf8_lossy(&listed.stdout).into_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_keys_belong_to_one_user_and_weak_ones_are_refused() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    let (cookie, csrf) = signed_in(&app, "torvalds").await;
+    let add = |key: &str| serde_json::json!({"name": "laptop", "key": key});
+
+    let (ed25519, listed) = keygen(&["-t", "ed25519"])?;
+    let added = app
+        .call_with("POST", "/api/user/keys", Some(add(&ed25519)), Some(&cookie), Some(&csrf))
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    let fingerprint = added.body["fingerprint"].as_str().expect("fingerprint");
+    assert!(
+        listed.contains(fingerprint),
+        "same fingerprint as ssh-keygen: {listed} vs {fingerprint}"
+    );
+    assert!(
+        !added.body["public_key"].as_str().unwrap_or_default().contains("me@laptop"),
+        "comment dropped"
+    );
+
+    let (other_cookie, other_csrf) = signed_in(&app, "kernighan").await;
+    let taken = app
+        .call_with(
+            "POST",
+            "/api/user/keys",
+            Some(add(&ed25519)),
+            Some(&other_cookie),
+            Some(&other_csrf),
+        )
+        .await;
+    assert_error(&taken, StatusCode::CONFLICT, "conflict", Some("key"));
+
+    let (rsa_small, _) = keygen(&["-t", "rsa", "-b", "1024"])?;
+    let refused = app
+        .call_with("POST", "/api/user/keys", Some(add(&rsa_small)), Some(&cookie), Some(&csrf))
+        .await;
+    assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("key"));
+    assert!(refused.text.contains("2048"), "{}", refused.text);
+    let (rsa, _) = keygen(&["-t", "rsa", "-b", "2048"])?;
+    let accepted =
+        app.call_with("POST", "/api/user/keys", Some(add(&rsa)), Some(&cookie), Some(&csrf)).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.text);
+    let (dsa, _) = keygen(&["-t", "dsa"])?;
+    let dsa_refused =
+        app.call_with("POST", "/api/user/keys", Some(add(&dsa)), Some(&cookie), Some(&csrf)).await;
+    assert_error(&dsa_refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("key"));
+    assert!(dsa_refused.text.contains("DSA keys are not accepted"), "{}", dsa_refused.text);
+    let garbage = app
+        .call_with(
+            "POST",
+            "/api/user/keys",
+            Some(add("ssh-ed25519 not-base64")),
+            Some(&cookie),
+            Some(&csrf),
+        )
+        .await;
+    assert_error(&garbage, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("key"));
+
+    let keys = app.call("GET", "/api/user/keys", None, Some(&cookie)).await;
+    assert_eq!(keys.body.as_array().map(Vec::len), Some(2));
+    let id = added.body["id"].as_i64().expect("id");
+    let foreign = app
+        .call_with(
+            "DELETE",
+            &format!("/api/user/keys/{id}"),
+            None,
+            Some(&other_cookie),
+            Some(&other_csrf),
+        )
+        .await;
+    assert_error(&foreign, StatusCode::NOT_FOUND, "not_found", None);
+    let deleted = app
+        .call_with("DELETE", &format!("/api/user/keys/{id}"), None, Some(&cookie), Some(&csrf))
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    // Once deleted, the key is free for its new owner.
+    let reused = app
+        .call_with(
+            "POST",
+            "/api/user/keys",
+            Some(add(&ed25519)),
+            Some(&other_cookie),
+            Some(&other_csrf),
+        )
+        .await;
+    assert_eq!(reused.status, StatusCode::CREATED);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_credentials_are_a_password_or_the_users_own_token() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    let (cookie, csrf) = signed_in(&app, "hopper2").await;
+    let created = app
+        .call_with(
+            "POST",
+            "/api/user/tokens",
+            Some(serde_json::json!({"name": "git", "scopes": ["repo:write"]})),
+            Some(&cookie),
+            Some(&csrf),
+        )
+        .await;
+    let token = created.body["token"].as_str().expect("token").to_owned();
+    signed_in(&app, "mallory").await;
+
+    let by_password = app.accounts.authenticate_basic("hopper2", PASSWORD).await?;
+    assert_eq!(
+        by_password.map(|(user, scopes)| (user.username, scopes)),
+        Some(("hopper2".to_owned(), None))
+    );
+    let by_token = app.accounts.authenticate_basic("HOPPER2@example.com", &token).await?;
+    let (user, scopes) = by_token.expect("the token is accepted");
+    assert_eq!(
+        (user.username.as_str(), scopes),
+        ("hopper2", Some(vec![platform_core::accounts::Scope::RepoWrite]))
+    );
+    assert!(
+        app.accounts.authenticate_basic("mallory", &token).await?.is_none(),
+        "a token works only for its owner"
+    );
+    assert!(app.accounts.authenticate_basic("hopper2", "wrong password!").await?.is_none());
+    assert!(app.accounts.authenticate_basic("nobody", PASSWORD).await?.is_none());
     Ok(())
 }

@@ -19,6 +19,15 @@
 //! | `POST` | `/api/auth/password-reset/confirm` | 204, the new password set and every session ended; 422 for a bad token or password |
 //! | `GET` | `/api/user` | 200 and the signed-in user; 401 without a session |
 //! | `PUT` | `/api/user/password` | 204, the password changed and every session ended (needs the current password and `X-CSRF-Token`) |
+//! | `POST` | `/api/user/tokens` | 201 and a personal access token, shown this once |
+//! | `GET` | `/api/user/tokens` | 200 and the user's tokens, without the tokens themselves |
+//! | `DELETE` | `/api/user/tokens/{id}` | 204, the token revoked |
+//! | `POST` | `/api/user/keys` | 201 and the SSH key with its SHA256 fingerprint; 409 if any account has it; 422 for DSA or RSA under 2048 bits |
+//! | `GET` | `/api/user/keys` | 200 and the user's SSH keys |
+//! | `DELETE` | `/api/user/keys/{id}` | 204, the key removed |
+//!
+//! Every route accepts `Authorization: Bearer <token>` instead of the cookie; a token acts only
+//! within its scopes (`repo:read`, `repo:write`, `admin`; managing the account needs `admin`).
 //!
 //! Registration and password resets publish an [`AccountMail`] to the [`MAIL_STREAM`] queue
 //! stream; tokens are single-use, expire (24 hours, 1 hour), and are stored only as hashes.
@@ -33,9 +42,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access_tokens;
 pub mod password;
 pub mod rate_limit;
 pub mod sessions;
+pub mod ssh_keys;
 pub mod tokens;
 pub mod users;
 pub mod validation;
@@ -59,7 +70,37 @@ use crate::config::SessionConfig;
 use crate::db::Database;
 use crate::queue::Queue;
 use crate::redis::Redis;
+pub use access_tokens::Scope;
 pub use users::{User, UserRecord};
+
+/// Who is calling, and how they proved it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The user.
+    pub user: UserRecord,
+    /// The credential they presented.
+    pub credential: Credential,
+}
+
+/// How a caller authenticated.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A session cookie (a browser).
+    Session(sessions::Session),
+    /// A personal access token with these scopes.
+    Token(Vec<Scope>),
+}
+
+impl Caller {
+    /// Returns whether the credential allows `scope`: sessions allow everything their user may
+    /// do; tokens only what their scopes grant.
+    pub fn allows(&self, scope: Scope) -> bool {
+        match &self.credential {
+            Credential::Session(_) => true,
+            Credential::Token(scopes) => scopes.iter().any(|s| s.grants(scope)),
+        }
+    }
+}
 
 /// The queue stream account mail is published to.
 pub const MAIL_STREAM: &str = "mail";
@@ -209,6 +250,115 @@ impl Accounts {
         Ok((user, session))
     }
 
+    /// Authenticates a request by `Authorization: Bearer <token>` or, without that header, by
+    /// its session cookie.
+    ///
+    /// # Errors
+    ///
+    /// 401 when the token or session is missing or invalid.
+    pub async fn authenticate(
+        &self,
+        jar: &SignedCookieJar,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) else {
+            let (user, session) = self.current_user(jar).await?;
+            return Ok(Caller { user, credential: Credential::Session(session) });
+        };
+        let token = authorization
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthenticated)?;
+        let mut conn = self.database.get().await.map_err(ApiError::internal)?;
+        let (user_id, scopes) = access_tokens::authenticate(&mut conn, token.trim())
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or(ApiError::Unauthenticated)?;
+        let user = users::find_by_id(&mut conn, user_id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(Caller { user, credential: Credential::Token(scopes) })
+    }
+
+    /// Authenticates a write needing `scope`: a token must grant it; a session must send its
+    /// CSRF token.
+    ///
+    /// # Errors
+    ///
+    /// 401 without valid credentials; 403 for a missing scope or CSRF token.
+    pub async fn authorize_write(
+        &self,
+        jar: &SignedCookieJar,
+        headers: &HeaderMap,
+        scope: Scope,
+    ) -> Result<Caller, ApiError> {
+        let caller = self.authenticate(jar, headers).await?;
+        match &caller.credential {
+            Credential::Session(_) => {
+                let (user, session) = self.current_user_for_write(jar, headers).await?;
+                Ok(Caller { user, credential: Credential::Session(session) })
+            }
+            Credential::Token(_) if caller.allows(scope) => Ok(caller),
+            Credential::Token(_) => Err(ApiError::Forbidden {
+                message: format!("this token lacks the {} scope", scope.as_str()),
+            }),
+        }
+    }
+
+    /// Authenticates a read needing `scope` (for tokens; sessions may read what their user may).
+    ///
+    /// # Errors
+    ///
+    /// 401 without valid credentials; 403 for a missing scope.
+    pub async fn authorize_read(
+        &self,
+        jar: &SignedCookieJar,
+        headers: &HeaderMap,
+        scope: Scope,
+    ) -> Result<Caller, ApiError> {
+        let caller = self.authenticate(jar, headers).await?;
+        if caller.allows(scope) {
+            Ok(caller)
+        } else {
+            Err(ApiError::Forbidden {
+                message: format!("this token lacks the {} scope", scope.as_str()),
+            })
+        }
+    }
+
+    /// Checks git-over-HTTP credentials: a user name (or address) with either the password or
+    /// one of the user's access tokens. Returns the user and, for a token, its scopes.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the database does.
+    pub async fn authenticate_basic(
+        &self,
+        login: &str,
+        secret: &str,
+    ) -> Result<Option<(UserRecord, Option<Vec<Scope>>)>, ApiError> {
+        let mut conn = self.database.get().await.map_err(ApiError::internal)?;
+        let Some(user) =
+            users::find_by_login(&mut conn, login).await.map_err(ApiError::internal)?
+        else {
+            return Ok(None);
+        };
+        if secret.starts_with(access_tokens::TOKEN_PREFIX) {
+            let owner =
+                access_tokens::authenticate(&mut conn, secret).await.map_err(ApiError::internal)?;
+            return Ok(owner
+                .filter(|(id, _)| *id == user.id)
+                .map(|(_, scopes)| (user, Some(scopes))));
+        }
+        let (stored, secret) = (user.password_hash.clone(), secret.to_owned());
+        let matches = tokio::task::spawn_blocking(move || password::verify(&secret, &stored))
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(matches.then_some((user, None)))
+    }
+
     /// Issues a verification token for `user` and queues the mail that carries it.
     async fn send_verification(
         &self,
@@ -263,6 +413,10 @@ pub fn router(accounts: Accounts) -> Router {
         .route("/api/auth/password-reset", post(request_password_reset))
         .route("/api/auth/password-reset/confirm", post(confirm_password_reset))
         .route("/api/user/password", axum::routing::put(change_password))
+        .route("/api/user/tokens", get(list_tokens).post(create_token))
+        .route("/api/user/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/api/user/keys", get(list_keys).post(add_key))
+        .route("/api/user/keys/{id}", axum::routing::delete(delete_key))
         .route("/api/user", get(me))
         .with_state(accounts)
 }
@@ -409,10 +563,11 @@ async fn logout(
 
 async fn me(
     State(accounts): State<Accounts>,
+    headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<axum::Json<User>, ApiError> {
-    let (record, _) = accounts.current_user(&jar).await?;
-    Ok(axum::Json(User::from(&record)))
+    let caller = accounts.authenticate(&jar, &headers).await?;
+    Ok(axum::Json(User::from(&caller.user)))
 }
 
 /// The body of `POST /api/auth/verify-email`.
@@ -566,4 +721,145 @@ async fn change_password(
     tracing::info!(user = user.id, "password changed; every session ended");
     let jar = jar.remove(Cookie::build(sessions::COOKIE_NAME).path("/"));
     Ok((jar, StatusCode::NO_CONTENT))
+}
+
+/// The body of `POST /api/user/tokens`.
+#[derive(Debug, Deserialize)]
+pub struct CreateToken {
+    /// A name to recognise it by.
+    pub name: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Days until it stops working; never when absent.
+    pub expires_in_days: Option<u32>,
+}
+
+/// A new token: the only answer that ever contains the token itself.
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    /// The token; store it now, it cannot be shown again.
+    pub token: String,
+    /// Its record.
+    #[serde(flatten)]
+    pub record: access_tokens::AccessToken,
+}
+
+async fn create_token(
+    State(accounts): State<Accounts>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+    ApiJson(request): ApiJson<CreateToken>,
+) -> Result<impl IntoResponse, ApiError> {
+    let caller = accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid("name", "name must have 1 to 100 characters"));
+    }
+    if request.scopes.is_empty() {
+        return Err(ApiError::invalid(
+            "scopes",
+            "give at least one scope: repo:read, repo:write or admin",
+        ));
+    }
+    let expires_at = match request.expires_in_days {
+        Some(0) => return Err(ApiError::invalid("expires_in_days", "must be at least 1")),
+        Some(days) => Some(chrono::Utc::now() + chrono::Duration::days(i64::from(days))),
+        None => None,
+    };
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    let (token, record) =
+        access_tokens::create(&mut conn, caller.user.id, name, &request.scopes, expires_at)
+            .await
+            .map_err(ApiError::internal)?;
+    tracing::info!(user = caller.user.id, token = record.id, "access token created");
+    Ok((StatusCode::CREATED, axum::Json(CreatedToken { token, record })))
+}
+
+async fn list_tokens(
+    State(accounts): State<Accounts>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+) -> Result<axum::Json<Vec<access_tokens::AccessToken>>, ApiError> {
+    let caller = accounts.authorize_read(&jar, &headers, Scope::Admin).await?;
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    Ok(axum::Json(
+        access_tokens::list(&mut conn, caller.user.id).await.map_err(ApiError::internal)?,
+    ))
+}
+
+async fn revoke_token(
+    State(accounts): State<Accounts>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+) -> Result<StatusCode, ApiError> {
+    let caller = accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    if access_tokens::revoke(&mut conn, caller.user.id, id).await.map_err(ApiError::internal)? {
+        tracing::info!(user = caller.user.id, token = id, "access token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound { what: "token" })
+    }
+}
+
+/// The body of `POST /api/user/keys`.
+#[derive(Debug, Deserialize)]
+pub struct AddKey {
+    /// A name to recognise it by.
+    pub name: String,
+    /// The public key line, as in `~/.ssh/id_ed25519.pub`.
+    pub key: String,
+}
+
+async fn add_key(
+    State(accounts): State<Accounts>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+    ApiJson(request): ApiJson<AddKey>,
+) -> Result<impl IntoResponse, ApiError> {
+    let caller = accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid("name", "name must have 1 to 100 characters"));
+    }
+    let parsed = ssh_keys::parse(&request.key).map_err(|m| ApiError::invalid("key", m))?;
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    let key =
+        ssh_keys::add(&mut conn, caller.user.id, name, &parsed).await.map_err(
+            |error| match error {
+                ssh_keys::SshKeyError::InUse => ApiError::Conflict {
+                    message: "this key is already in use".to_owned(),
+                    field: Some("key"),
+                },
+                other => ApiError::internal(other),
+            },
+        )?;
+    tracing::info!(user = caller.user.id, fingerprint = %key.fingerprint, "SSH key added");
+    Ok((StatusCode::CREATED, axum::Json(key)))
+}
+
+async fn list_keys(
+    State(accounts): State<Accounts>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+) -> Result<axum::Json<Vec<ssh_keys::SshKey>>, ApiError> {
+    let caller = accounts.authorize_read(&jar, &headers, Scope::Admin).await?;
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    Ok(axum::Json(ssh_keys::list(&mut conn, caller.user.id).await.map_err(ApiError::internal)?))
+}
+
+async fn delete_key(
+    State(accounts): State<Accounts>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+) -> Result<StatusCode, ApiError> {
+    let caller = accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
+    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
+    if ssh_keys::delete(&mut conn, caller.user.id, id).await.map_err(ApiError::internal)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound { what: "SSH key" })
+    }
 }
