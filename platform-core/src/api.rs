@@ -194,3 +194,26 @@ where
         }
     }
 }
+
+/// A path parameter whose rejections are [`ApiError`]s: a parameter of the wrong type (such as
+/// `/api/user/keys/abc`) names nothing that exists, so it answers 404 in the usual JSON shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|_| ApiError::NotFound { what: "resource" })
+    }
+}

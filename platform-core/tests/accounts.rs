@@ -752,6 +752,9 @@ async fn ssh_keys_belong_to_one_user_and_weak_ones_are_refused() -> anyhow::Resu
 
     let keys = app.call("GET", "/api/user/keys", None, Some(&cookie)).await;
     assert_eq!(keys.body.as_array().map(Vec::len), Some(2));
+    let not_a_key =
+        app.call_with("DELETE", "/api/user/keys/abc", None, Some(&cookie), Some(&csrf)).await;
+    assert_error(&not_a_key, StatusCode::NOT_FOUND, "not_found", None);
     let id = added.body["id"].as_i64().expect("id");
     let foreign = app
         .call_with(

@@ -3,6 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use diesel::OptionalExtension as _;
 use diesel::sql_types::{Array, BigInt, Bytea, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rand::RngCore as _;
@@ -172,7 +173,6 @@ pub async fn authenticate(
     .bind::<Bytea, _>(digest(token))
     .get_result(conn)
     .await
-    .map(Some)
-    .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(e) })?;
+    .optional()?;
     Ok(owner.map(|o| (o.user_id, o.scopes.iter().filter_map(|s| Scope::parse(s)).collect())))
 }

@@ -65,7 +65,7 @@ use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
-use crate::api::{ApiError, ApiJson};
+use crate::api::{ApiError, ApiJson, ApiPath};
 use crate::config::SessionConfig;
 use crate::db::Database;
 use crate::queue::Queue;
@@ -723,6 +723,15 @@ async fn change_password(
     Ok((jar, StatusCode::NO_CONTENT))
 }
 
+/// Checks the name a user gives a token or key: 1 to 100 characters once trimmed.
+fn label(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid("name", "name must have 1 to 100 characters"));
+    }
+    Ok(name)
+}
+
 /// The body of `POST /api/user/tokens`.
 #[derive(Debug, Deserialize)]
 pub struct CreateToken {
@@ -751,10 +760,7 @@ async fn create_token(
     ApiJson(request): ApiJson<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
-    let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid("name", "name must have 1 to 100 characters"));
-    }
+    let name = label(&request.name)?;
     if request.scopes.is_empty() {
         return Err(ApiError::invalid(
             "scopes",
@@ -789,7 +795,7 @@ async fn list_tokens(
 
 async fn revoke_token(
     State(accounts): State<Accounts>,
-    axum::extract::Path(id): axum::extract::Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<StatusCode, ApiError> {
@@ -819,10 +825,7 @@ async fn add_key(
     ApiJson(request): ApiJson<AddKey>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
-    let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid("name", "name must have 1 to 100 characters"));
-    }
+    let name = label(&request.name)?;
     let parsed = ssh_keys::parse(&request.key).map_err(|m| ApiError::invalid("key", m))?;
     let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
     let key =
@@ -851,7 +854,7 @@ async fn list_keys(
 
 async fn delete_key(
     State(accounts): State<Accounts>,
-    axum::extract::Path(id): axum::extract::Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<StatusCode, ApiError> {

@@ -1,6 +1,7 @@
 //! SSH public keys: how the SSH server knows who connects.
 
 use chrono::{DateTime, Utc};
+use diesel::OptionalExtension as _;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -166,7 +167,6 @@ pub async fn owner_of(
             .bind::<Text, _>(fingerprint)
             .get_result(conn)
             .await
-            .map(Some)
-            .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(e) })?;
+            .optional()?;
     Ok(owner.map(|o| o.user_id))
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use diesel::OptionalExtension as _;
 use diesel::sql_types::{BigInt, Bytea, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use rand::RngCore as _;
@@ -96,8 +97,7 @@ pub async fn peek(
     .bind::<Text, _>(purpose.as_str())
     .get_result(conn)
     .await
-    .map(Some)
-    .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(e) })?;
+    .optional()?;
     Ok(found.map(|r| r.user_id))
 }
 
@@ -120,7 +120,6 @@ pub async fn redeem(
     .bind::<Text, _>(purpose.as_str())
     .get_result(conn)
     .await
-    .map(Some)
-    .or_else(|e| if e == diesel::result::Error::NotFound { Ok(None) } else { Err(e) })?;
+    .optional()?;
     Ok(redeemed.map(|r| r.user_id))
 }
