@@ -1,9 +1,14 @@
 //! Git hosting: everything between a `git` client and a bare repository.
 //!
-//! `platform-git` will own:
+//! ```no_run
+//! # async fn run() -> Result<(), platform_git::store::StoreError> {
+//! let store = platform_git::store::RepoStore::new("/data/repos");
+//! store.create("ada", "engine", "main").await?;
+//! # Ok(()) }
+//! ```
 //!
-//! - bare repositories on disk under `APP_REPOS_ROOT` (`{owner}/{name}.git`), created, renamed,
-//!   forked and deleted safely under concurrent access;
+//! [`store`] keeps bare repositories on disk. `platform-git` will also own:
+//!
 //! - repository records and permissions in PostgreSQL, and the repository REST API;
 //! - smart HTTP (upload-pack, receive-pack, protocol v2) as an axum `Router`, served by the real
 //!   `git` binary in stateless-RPC mode;
@@ -13,3 +18,5 @@
 //! - reading refs, trees, blobs, commits and diffs with gix.
 //!
 //! It depends on `platform-storage` and `platform-core`.
+
+pub mod store;
