@@ -866,3 +866,16 @@ async fn delete_key(
         Err(ApiError::NotFound { what: "SSH key" })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dummy_hash_is_a_real_argon2id_hash_so_unknown_logins_cost_a_full_verification() {
+        let parsed =
+            argon2::password_hash::PasswordHash::new(DUMMY_HASH).expect("a valid PHC string");
+        assert_eq!(parsed.algorithm.as_str(), "argon2id");
+        assert!(!password::verify("anything", DUMMY_HASH));
+    }
+}
