@@ -239,14 +239,7 @@ impl Accounts {
         headers: &HeaderMap,
     ) -> Result<(UserRecord, sessions::Session), ApiError> {
         let (user, session) = self.current_user(jar).await?;
-        let sent = headers.get(CSRF_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
-        if !bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
-            return Err(ApiError::Forbidden {
-                message: format!(
-                    "missing or wrong {CSRF_HEADER} header for a cookie-authenticated write"
-                ),
-            });
-        }
+        check_csrf(&session, headers)?;
         Ok((user, session))
     }
 
@@ -296,10 +289,7 @@ impl Accounts {
     ) -> Result<Caller, ApiError> {
         let caller = self.authenticate(jar, headers).await?;
         match &caller.credential {
-            Credential::Session(_) => {
-                let (user, session) = self.current_user_for_write(jar, headers).await?;
-                Ok(Caller { user, credential: Credential::Session(session) })
-            }
+            Credential::Session(session) => check_csrf(session, headers).map(|()| caller),
             Credential::Token(_) if caller.allows(scope) => Ok(caller),
             Credential::Token(_) => Err(ApiError::Forbidden {
                 message: format!("this token lacks the {} scope", scope.as_str()),
@@ -394,6 +384,20 @@ impl Accounts {
             .secure(self.cookie_secure)
             .max_age(time_duration(sessions::SESSION_TTL))
             .build()
+    }
+}
+
+/// Checks that a cookie-authenticated write carries its session's CSRF token.
+fn check_csrf(session: &sessions::Session, headers: &HeaderMap) -> Result<(), ApiError> {
+    let sent = headers.get(CSRF_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
+    if bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            message: format!(
+                "missing or wrong {CSRF_HEADER} header for a cookie-authenticated write"
+            ),
+        })
     }
 }
 
