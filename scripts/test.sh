@@ -48,6 +48,9 @@ else
   cargo test --workspace --locked --no-fail-fast --all-targets 2>&1 | tee "$work/tests.log"
 fi
 
+step "the API against its OpenAPI document (schemathesis)"
+scripts/api-check.sh 2>&1 | tee "$work/api-check.log"
+
 step "all six services, started the way scripts/run.sh starts them"
 scripts/run.sh --smoke
 

@@ -118,14 +118,14 @@ impl ApiError {
 }
 
 /// The body of an error answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable code such as `not_found` or `invalid_field`.
     pub code: &'static str,
@@ -185,6 +185,19 @@ where
         state: &S,
     ) -> Result<Self, Self::Rejection> {
         use axum::extract::rejection::JsonRejection;
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::Bytes::from_request(
+            axum::extract::Request::from_parts(parts.clone(), body),
+            state,
+        )
+        .await
+        .map_err(|rejection| ApiError::BadRequest { message: rejection.body_text() })?;
+        if contains_escaped_nul(&bytes) {
+            return Err(ApiError::BadRequest {
+                message: "invalid request body: text must not contain NUL (\\u0000)".to_owned(),
+            });
+        }
+        let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(Self(value)),
             Err(JsonRejection::JsonDataError(error)) => Err(ApiError::BadRequest {
@@ -193,6 +206,21 @@ where
             Err(rejection) => Err(ApiError::BadRequest { message: rejection.body_text() }),
         }
     }
+}
+
+/// Returns whether a JSON text holds a string with a NUL character, which PostgreSQL text cannot
+/// store: a `\u0000` escape whose backslash is not itself escaped. (A raw NUL byte is not valid
+/// JSON at all.)
+fn contains_escaped_nul(json: &[u8]) -> bool {
+    json.windows(6).enumerate().any(|(at, window)| {
+        window.eq_ignore_ascii_case(b"\\u0000")
+            && json[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
+}
+
+/// Returns whether a percent-encoded URI component decodes to text with a NUL character.
+fn has_encoded_nul(component: &str) -> bool {
+    component.contains("%00")
 }
 
 /// A path parameter whose rejections are [`ApiError`]s: a parameter of the wrong type (such as
@@ -211,9 +239,123 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
+        if has_encoded_nul(parts.uri.path()) {
+            return Err(ApiError::NotFound { what: "resource" });
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Self(value))
             .map_err(|_| ApiError::NotFound { what: "resource" })
+    }
+}
+
+/// A query string whose rejections are [`ApiError`]s: 400 naming what could not be parsed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(has_encoded_nul) {
+            return Err(ApiError::BadRequest {
+                message: "invalid query string: text must not contain NUL (%00)".to_owned(),
+            });
+        }
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| ApiError::BadRequest { message: rejection.body_text() })
+    }
+}
+
+/// Where [`documented`] serves the OpenAPI document.
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+
+/// The name of the session cookie security scheme in the OpenAPI document.
+const SESSION_SCHEME: &str = "session";
+
+/// The name of the bearer token security scheme in the OpenAPI document.
+const TOKEN_SCHEME: &str = "token";
+
+/// Turns routes collected with their OpenAPI descriptions into a router that also serves the
+/// whole description, as OpenAPI 3.1 JSON, at [`OPENAPI_PATH`].
+///
+/// ```
+/// let router = platform_core::api::documented(
+///     utoipa_axum::router::OpenApiRouter::new(),
+///     "platform",
+///     "0.1.0",
+/// );
+/// # let _: axum::Router = router;
+/// ```
+pub fn documented(
+    routes: utoipa_axum::router::OpenApiRouter,
+    title: &str,
+    version: &str,
+) -> axum::Router {
+    use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+    use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
+
+    let (router, mut document) = routes.split_for_parts();
+    document.info.title = title.to_owned();
+    document.info.version = version.to_owned();
+    document.info.description = Some(
+        "Authenticate with `Authorization: Bearer <personal access token>`, or with the session \
+         cookie set by `POST /api/auth/login` (cookie-authenticated writes also send \
+         `X-CSRF-Token`). Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+            .to_owned(),
+    );
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        TOKEN_SCHEME,
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    components.add_security_scheme(
+        SESSION_SCHEME,
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+            crate::accounts::sessions::COOKIE_NAME,
+        ))),
+    );
+    // Every operation accepts either credential, or none where anonymous callers are allowed.
+    document.security = Some(vec![
+        SecurityRequirement::new(TOKEN_SCHEME, Vec::<String>::new()),
+        SecurityRequirement::new(SESSION_SCHEME, Vec::<String>::new()),
+        SecurityRequirement::default(),
+    ]);
+    let json = match document.to_json() {
+        Ok(json) => bytes::Bytes::from(json),
+        Err(error) => {
+            tracing::error!(%error, "cannot serialize the OpenAPI document");
+            bytes::Bytes::new()
+        }
+    };
+    router.route(
+        OPENAPI_PATH,
+        axum::routing::get(move || {
+            let json = json.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], json) }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_escaped_nul_is_found_unless_its_backslash_is_escaped() {
+        assert!(contains_escaped_nul(br#"{"login": "a\u0000b"}"#));
+        assert!(contains_escaped_nul(br#"{"login": "\\\U0000"}"#));
+        assert!(!contains_escaped_nul(br#"{"login": "\\u0000"}"#));
+        assert!(!contains_escaped_nul(br#"{"login": "u0000"}"#));
+        assert!(contains_escaped_nul(br#"\u0000"#));
     }
 }

@@ -117,16 +117,39 @@ impl Database {
     /// Fails when PostgreSQL stays unreachable or a migration fails (its transaction is rolled
     /// back).
     pub async fn migrate(&self, migrations: EmbeddedMigrations) -> Result<Vec<String>, DbError> {
+        self.migrate_all([migrations]).await
+    }
+
+    /// Like [`Database::migrate`] for several sets (such as each library's), applied in order
+    /// under one hold of the lock, so replicas never split the work between them.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Database::migrate`]; the sets after a failing one are not applied.
+    pub async fn migrate_all(
+        &self,
+        sets: impl IntoIterator<Item = EmbeddedMigrations>,
+    ) -> Result<Vec<String>, DbError> {
         let mut conn = self.connect_with_retry().await?;
         diesel::sql_query("SELECT pg_advisory_lock($1)")
             .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
             .execute(&mut conn)
             .await?;
         let mut harness = AsyncMigrationHarness::new(conn);
-        let applied = harness
-            .run_pending_migrations(migrations)
-            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
-            .map_err(DbError::Migration);
+        let mut applied = Ok(Vec::new());
+        for migrations in sets {
+            match harness.run_pending_migrations(migrations) {
+                Ok(versions) => {
+                    if let Ok(all) = &mut applied {
+                        all.extend(versions.iter().map(ToString::to_string));
+                    }
+                }
+                Err(error) => {
+                    applied = Err(DbError::Migration(error));
+                    break;
+                }
+            }
+        }
         let mut conn = harness.into_inner();
         // Closing the connection would release the lock too; unlocking keeps the log quiet.
         diesel::sql_query("SELECT pg_advisory_unlock($1)")

@@ -7,16 +7,27 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`store`] keeps bare repositories on disk. `platform-git` will also own:
+//! - [`store`] keeps bare repositories on disk;
+//! - [`records`], [`permissions`] and [`protection`] keep repository records, collaborators and
+//!   branch protection rules in PostgreSQL (tables created by [`GIT_MIGRATIONS`]);
+//! - [`api`] is the repository REST API, with its OpenAPI description.
 //!
-//! - repository records and permissions in PostgreSQL, and the repository REST API;
-//! - smart HTTP (upload-pack, receive-pack, protocol v2) as an axum `Router`, served by the real
-//!   `git` binary in stateless-RPC mode;
-//! - an SSH server (russh) that runs only git commands;
-//! - push policy (protected branches, size limits) and exactly one push event per push on the
-//!   durable queue;
-//! - reading refs, trees, blobs, commits and diffs with gix.
+//! `platform-git` will also own smart HTTP (upload-pack, receive-pack, protocol v2) served by the
+//! real `git` binary, an SSH server (russh) that runs only git commands, push policy and one push
+//! event per push on the durable queue, and reading refs, trees, blobs, commits and diffs with
+//! gix.
 //!
 //! It depends on `platform-storage` and `platform-core`.
 
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+pub mod api;
+pub mod permissions;
+pub mod protection;
+pub mod records;
 pub mod store;
+
+/// The migrations of `platform-git`'s tables (repositories, collaborators, protected branches).
+/// They refer to `users`, so run them after
+/// [`CORE_MIGRATIONS`](platform_core::db::CORE_MIGRATIONS).
+pub const GIT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

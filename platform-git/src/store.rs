@@ -80,8 +80,22 @@ fn io(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> St
     move |source| StoreError::Io { operation, path, source }
 }
 
+/// Names refused for repositories because web and git routes use them as path segments.
+pub const RESERVED_REPO_NAMES: &[&str] = &[
+    "api",
+    "assets",
+    "git-receive-pack",
+    "git-upload-pack",
+    "info",
+    "new",
+    "objects",
+    "raw",
+    "refs",
+    "settings",
+];
+
 /// Checks a repository name: 1 to 100 ASCII letters, digits, `-`, `_` or `.`, not starting with
-/// `.` or `-`, not ending in `.git`, and not `.` or `..`.
+/// `.` or `-`, not ending in `.git`, and not one of [`RESERVED_REPO_NAMES`].
 ///
 /// # Errors
 ///
@@ -98,6 +112,9 @@ pub fn check_repo_name(name: &str) -> Result<(), String> {
     }
     if name.to_ascii_lowercase().ends_with(".git") {
         return Err("must not end in .git".to_owned());
+    }
+    if RESERVED_REPO_NAMES.iter().any(|reserved| name.eq_ignore_ascii_case(reserved)) {
+        return Err(format!("{name:?} is reserved"));
     }
     Ok(())
 }
@@ -213,7 +230,7 @@ impl RepoStore {
         default_branch: &str,
     ) -> Result<PathBuf, StoreError> {
         let target = self.path(owner, name)?;
-        check_branch(default_branch).await?;
+        check_branch_name(default_branch).await?;
         let lock = self.lock(owner, name);
         let _guard = lock.lock().await;
         Self::prepare_parent(&target).await?;
@@ -298,6 +315,33 @@ impl RepoStore {
         Ok(target)
     }
 
+    /// Points `HEAD` of `owner/name` at `branch`, which need not exist yet.
+    ///
+    /// # Errors
+    ///
+    /// Invalid names, a missing repository, or a failing `git symbolic-ref`.
+    pub async fn set_default_branch(
+        &self,
+        owner: &str,
+        name: &str,
+        branch: &str,
+    ) -> Result<(), StoreError> {
+        let target = self.path(owner, name)?;
+        check_branch_name(branch).await?;
+        let lock = self.lock(owner, name);
+        let _guard = lock.lock().await;
+        if !tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            return Err(StoreError::NotFound { owner: owner.to_owned(), name: name.to_owned() });
+        }
+        let mut symbolic_ref = Command::new("git");
+        symbolic_ref
+            .arg("--git-dir")
+            .arg(&target)
+            .args(["symbolic-ref", "HEAD"])
+            .arg(format!("refs/heads/{branch}"));
+        run_git("symbolic-ref", &mut symbolic_ref).await
+    }
+
     /// Deletes a repository: it disappears at once (one rename), and its files are removed after.
     ///
     /// # Errors
@@ -319,7 +363,11 @@ impl RepoStore {
 }
 
 /// Checks a branch name with git's own rules (`git check-ref-format --branch`).
-async fn check_branch(branch: &str) -> Result<(), StoreError> {
+///
+/// # Errors
+///
+/// [`StoreError::InvalidName`] for a name git refuses; [`StoreError::Io`] when git cannot run.
+pub async fn check_branch_name(branch: &str) -> Result<(), StoreError> {
     let invalid = |reason: &str| StoreError::InvalidName {
         what: "branch",
         name: branch.to_owned(),

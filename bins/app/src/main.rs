@@ -7,6 +7,8 @@ use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
 use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_git::api::RepoApi;
+use platform_git::store::RepoStore;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,19 +16,26 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = platform_core::telemetry::init("app", &config.telemetry)?;
 
     let database = Database::connect(&config.database);
-    database.migrate(CORE_MIGRATIONS).await?;
+    database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
     let redis = Redis::connect(&config.redis)?;
+    tokio::fs::create_dir_all(&config.repos_root)
+        .await
+        .with_context(|| format!("cannot create APP_REPOS_ROOT {}", config.repos_root.display()))?;
 
     let shell = ServiceShell::new("app");
     let queue =
         Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
             .await?;
     let accounts = Accounts::new(database.clone(), redis.clone(), queue.clone(), &config.session)?;
+    let store = RepoStore::new(&config.repos_root);
+    let repos = RepoApi::new(accounts.clone(), store, config.domain.public_url.clone());
+    let routes = accounts::api(accounts).merge(platform_git::api::api(repos));
     let shell = shell
-        .with_routes(accounts::router(accounts))
+        .with_routes(platform_core::api::documented(routes, "platform", env!("CARGO_PKG_VERSION")))
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
-        .with_readiness(queue.readiness_check());
+        .with_readiness(queue.readiness_check())
+        .with_readiness(ReadinessCheck::directory("repositories", config.repos_root));
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("failed to listen on {}", config.http.addr))?;

@@ -34,8 +34,14 @@ fn scratch_dir() -> PathBuf {
 }
 
 fn migration_count() -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../platform-core/migrations");
-    std::fs::read_dir(dir).expect("migrations directory exists").count()
+    ["platform-core", "platform-git"]
+        .iter()
+        .map(|krate| {
+            let dir =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(krate).join("migrations");
+            std::fs::read_dir(dir).expect("migrations directory exists").count()
+        })
+        .sum()
 }
 
 #[test]
@@ -80,7 +86,7 @@ async fn ready_with_its_dependencies_and_stops_cleanly_on_sigterm() -> anyhow::R
         .flatten()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["database", "redis", "queue"]);
+    assert_eq!(names, ["database", "redis", "queue", "repositories"]);
     assert_eq!(report["checks"][2]["detail"], "backend: redis");
     wait_for_status(&app.url("/healthz"), 200, Duration::from_secs(1)).await?;
     let metrics = wait_for_status(&app.url("/metrics"), 200, Duration::from_secs(1)).await?;

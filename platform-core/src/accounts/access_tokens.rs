@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 pub const TOKEN_PREFIX: &str = "plat_";
 
 /// What a token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Scope {
     /// Read repositories the user can read (clone, fetch, API reads).
     #[serde(rename = "repo:read")]
@@ -52,7 +52,7 @@ impl Scope {
 }
 
 /// A token as listed: never the token itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
 pub struct AccessToken {
     /// The token's id.
     #[diesel(sql_type = BigInt)]

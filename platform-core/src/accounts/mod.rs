@@ -58,20 +58,22 @@ use std::net::SocketAddr;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum_extra::extract::SignedCookieJar;
 use axum_extra::extract::cookie::{Cookie, Key, SameSite};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::api::{ApiError, ApiJson, ApiPath};
+use crate::api::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::config::SessionConfig;
 use crate::db::Database;
 use crate::queue::Queue;
 use crate::redis::Redis;
 pub use access_tokens::Scope;
 pub use users::{User, UserRecord};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Who is calling, and how they proved it.
 #[derive(Clone, Debug)]
@@ -275,6 +277,35 @@ impl Accounts {
         Ok(Caller { user, credential: Credential::Token(scopes) })
     }
 
+    /// Like [`Accounts::authenticate`], for routes open to anonymous callers: `None` when the
+    /// request carries neither a token nor a live session (a stale session cookie counts as
+    /// none, so a signed-out browser can still read public things).
+    ///
+    /// # Errors
+    ///
+    /// 401 for an invalid token.
+    pub async fn authenticate_optional(
+        &self,
+        jar: &SignedCookieJar,
+        headers: &HeaderMap,
+    ) -> Result<Option<Caller>, ApiError> {
+        if headers.contains_key(axum::http::header::AUTHORIZATION) {
+            return self.authenticate(jar, headers).await.map(Some);
+        }
+        match self.current_user(jar).await {
+            Ok((user, session)) => {
+                Ok(Some(Caller { user, credential: Credential::Session(session) }))
+            }
+            Err(ApiError::Unauthenticated) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Returns the database the accounts live in.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
     /// Authenticates a write needing `scope`: a token must grant it; a session must send its
     /// CSRF token.
     ///
@@ -405,37 +436,57 @@ fn time_duration(duration: std::time::Duration) -> cookie::time::Duration {
     cookie::time::Duration::seconds(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The account routes (see the module docs).
-pub fn router(accounts: Accounts) -> Router {
-    Router::new()
-        .route("/api/auth/register", post(register))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/session", get(current_session))
-        .route("/api/auth/verify-email", post(verify_email))
-        .route("/api/auth/verify-email/resend", post(resend_verification))
-        .route("/api/auth/password-reset", post(request_password_reset))
-        .route("/api/auth/password-reset/confirm", post(confirm_password_reset))
-        .route("/api/user/password", axum::routing::put(change_password))
-        .route("/api/user/tokens", get(list_tokens).post(create_token))
-        .route("/api/user/tokens/{id}", axum::routing::delete(revoke_token))
-        .route("/api/user/keys", get(list_keys).post(add_key))
-        .route("/api/user/keys/{id}", axum::routing::delete(delete_key))
-        .route("/api/user", get(me))
+/// The account routes (see the module docs), with their OpenAPI description.
+pub fn api(accounts: Accounts) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(current_session))
+        .routes(routes!(verify_email))
+        .routes(routes!(resend_verification))
+        .routes(routes!(request_password_reset))
+        .routes(routes!(confirm_password_reset))
+        .routes(routes!(change_password))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_keys, add_key))
+        .routes(routes!(delete_key))
+        .routes(routes!(me))
         .with_state(accounts)
 }
 
+/// The account routes (see the module docs).
+pub fn router(accounts: Accounts) -> Router {
+    api(accounts).split_for_parts().0
+}
+
 /// The body of `POST /api/auth/register`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterRequest {
-    /// The user name.
+    /// The user name: 1 to 39 letters, digits, `-`, `_` or `.`, starting and ending with a
+    /// letter or digit; some names are reserved.
+    #[schema(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,37}[A-Za-z0-9])?$")]
     pub username: String,
     /// The email address.
     pub email: String,
-    /// The password.
+    /// The password: 10 to 256 characters, not containing the user name.
+    #[schema(min_length = 10, max_length = 256)]
     pub password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/register",
+    tag = "accounts",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created; a verification mail is queued", body = User),
+        (status = 400, description = "Malformed request body", body = ErrorBody),
+        (status = 409, description = "Conflicts with existing state", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody)
+    )
+)]
 async fn register(
     State(accounts): State<Accounts>,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -464,7 +515,7 @@ async fn register(
 }
 
 /// The body of `POST /api/auth/login`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
     /// The user name or email address.
     pub login: String,
@@ -477,7 +528,7 @@ pub struct LoginRequest {
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$TzjAeBNBHJvDUqWSQq4JNDDqoBKbahdLxjP8VNXiHYw";
 
 /// The answer to a login: who signed in, and the token their cookie-authenticated writes carry.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionResponse {
     /// The signed-in user.
     pub user: User,
@@ -485,6 +536,18 @@ pub struct SessionResponse {
     pub csrf_token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "accounts",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set", body = SessionResponse),
+        (status = 400, description = "Malformed request body", body = ErrorBody),
+        (status = 401, description = "Wrong login or password", body = ErrorBody),
+        (status = 429, description = "Too many attempts; see Retry-After", body = ErrorBody)
+    )
+)]
 async fn login(
     State(accounts): State<Accounts>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -492,8 +555,9 @@ async fn login(
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let namespace = &accounts.namespace;
-    let account_key =
-        format!("{namespace}:ratelimit:login:account:{}", request.login.to_lowercase());
+    // Hashed, so the key's length and bytes never depend on what the client sent.
+    let login_digest = hex::encode(Sha256::digest(request.login.to_lowercase().as_bytes()));
+    let account_key = format!("{namespace}:ratelimit:login:account:{login_digest}");
     let address_key = format!("{namespace}:ratelimit:login:address:{}", client.ip());
     for (key, limit) in
         [(&account_key, rate_limit::PER_ACCOUNT), (&address_key, rate_limit::PER_ADDRESS)]
@@ -544,6 +608,15 @@ async fn login(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/auth/session",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "The current session", body = SessionResponse),
+        (status = 401, description = "No valid session or token", body = ErrorBody)
+    )
+)]
 async fn current_session(
     State(accounts): State<Accounts>,
     jar: SignedCookieJar,
@@ -552,6 +625,16 @@ async fn current_session(
     Ok(axum::Json(SessionResponse { user: User::from(&record), csrf_token: session.csrf_token }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "accounts",
+    responses(
+        (status = 204, description = "Session ended, cookie cleared"),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody)
+    )
+)]
 async fn logout(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
@@ -565,6 +648,15 @@ async fn logout(
     Ok((jar, StatusCode::NO_CONTENT))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/user",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "The signed-in user", body = User),
+        (status = 401, description = "No valid session or token", body = ErrorBody)
+    )
+)]
 async fn me(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
@@ -575,7 +667,7 @@ async fn me(
 }
 
 /// The body of `POST /api/auth/verify-email`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TokenRequest {
     /// The token from the mail.
     pub token: String,
@@ -585,6 +677,17 @@ fn invalid_token() -> ApiError {
     ApiError::invalid("token", "token is invalid, expired or already used")
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/verify-email",
+    tag = "accounts",
+    request_body = TokenRequest,
+    responses(
+        (status = 204, description = "Address verified"),
+        (status = 400, description = "Malformed request body", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody)
+    )
+)]
 async fn verify_email(
     State(accounts): State<Accounts>,
     ApiJson(request): ApiJson<TokenRequest>,
@@ -599,6 +702,17 @@ async fn verify_email(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/verify-email/resend",
+    tag = "accounts",
+    responses(
+        (status = 202, description = "Another verification mail queued"),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody),
+        (status = 409, description = "Conflicts with existing state", body = ErrorBody)
+    )
+)]
 async fn resend_verification(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
@@ -617,12 +731,22 @@ async fn resend_verification(
 }
 
 /// The body of `POST /api/auth/password-reset`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PasswordResetRequest {
     /// The account's address.
     pub email: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/password-reset",
+    tag = "accounts",
+    request_body = PasswordResetRequest,
+    responses(
+        (status = 202, description = "A reset mail is queued if the address has an account"),
+        (status = 400, description = "Malformed request body", body = ErrorBody)
+    )
+)]
 /// Answers 202 whether or not the address has an account, so the answer reveals none.
 async fn request_password_reset(
     State(accounts): State<Accounts>,
@@ -648,7 +772,7 @@ async fn request_password_reset(
 }
 
 /// The body of `POST /api/auth/password-reset/confirm`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PasswordResetConfirmation {
     /// The token from the mail.
     pub token: String,
@@ -656,6 +780,17 @@ pub struct PasswordResetConfirmation {
     pub password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/password-reset/confirm",
+    tag = "accounts",
+    request_body = PasswordResetConfirmation,
+    responses(
+        (status = 204, description = "Password set; every session ended"),
+        (status = 400, description = "Malformed request body", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody)
+    )
+)]
 async fn confirm_password_reset(
     State(accounts): State<Accounts>,
     ApiJson(request): ApiJson<PasswordResetConfirmation>,
@@ -690,7 +825,7 @@ async fn confirm_password_reset(
 }
 
 /// The body of `PUT /api/user/password`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PasswordChange {
     /// The password now.
     pub current_password: String,
@@ -698,6 +833,19 @@ pub struct PasswordChange {
     pub new_password: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/user/password",
+    tag = "accounts",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Password changed; every session ended"),
+        (status = 400, description = "Malformed request body", body = ErrorBody),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody)
+    )
+)]
 /// Changes the password and ends every session of the user, this one included.
 async fn change_password(
     State(accounts): State<Accounts>,
@@ -736,19 +884,24 @@ fn label(name: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
+/// The longest lifetime a token can be given, in days (ten years).
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+
 /// The body of `POST /api/user/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateToken {
-    /// A name to recognise it by.
+    /// A name to recognise it by, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
-    /// Days until it stops working; never when absent.
+    /// Days until it stops working, 1 to 3650; never when absent.
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 
 /// A new token: the only answer that ever contains the token itself.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// The token; store it now, it cannot be shown again.
     pub token: String,
@@ -757,6 +910,19 @@ pub struct CreatedToken {
     pub record: access_tokens::AccessToken,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/user/tokens",
+    tag = "accounts",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "The token, shown this once", body = CreatedToken),
+        (status = 400, description = "Malformed request body", body = ErrorBody),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody)
+    )
+)]
 async fn create_token(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
@@ -772,19 +938,39 @@ async fn create_token(
         ));
     }
     let expires_at = match request.expires_in_days {
-        Some(0) => return Err(ApiError::invalid("expires_in_days", "must be at least 1")),
-        Some(days) => Some(chrono::Utc::now() + chrono::Duration::days(i64::from(days))),
+        Some(days @ 1..=MAX_TOKEN_DAYS) => {
+            Some(chrono::Utc::now() + chrono::Duration::days(i64::from(days)))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "expires_in_days",
+                format!("expires_in_days must be from 1 to {MAX_TOKEN_DAYS}"),
+            ));
+        }
         None => None,
     };
+    let mut scopes = request.scopes;
+    scopes.sort_by_key(|scope| scope.as_str());
+    scopes.dedup();
     let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
     let (token, record) =
-        access_tokens::create(&mut conn, caller.user.id, name, &request.scopes, expires_at)
+        access_tokens::create(&mut conn, caller.user.id, name, &scopes, expires_at)
             .await
             .map_err(ApiError::internal)?;
     tracing::info!(user = caller.user.id, token = record.id, "access token created");
     Ok((StatusCode::CREATED, axum::Json(CreatedToken { token, record })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/user/tokens",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "The user's tokens", body = Vec<access_tokens::AccessToken>),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody)
+    )
+)]
 async fn list_tokens(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
@@ -797,6 +983,18 @@ async fn list_tokens(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/user/tokens/{id}",
+    tag = "accounts",
+    params(("id" = i64, Path, description = "The item's id")),
+    responses(
+        (status = 204, description = "Token revoked"),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody),
+        (status = 404, description = "No such item of the caller", body = ErrorBody)
+    )
+)]
 async fn revoke_token(
     State(accounts): State<Accounts>,
     ApiPath(id): ApiPath<i64>,
@@ -814,14 +1012,29 @@ async fn revoke_token(
 }
 
 /// The body of `POST /api/user/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddKey {
-    /// A name to recognise it by.
+    /// A name to recognise it by, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// The public key line, as in `~/.ssh/id_ed25519.pub`.
     pub key: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/user/keys",
+    tag = "accounts",
+    request_body = AddKey,
+    responses(
+        (status = 201, description = "Key added", body = ssh_keys::SshKey),
+        (status = 400, description = "Malformed request body", body = ErrorBody),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody),
+        (status = 409, description = "Conflicts with existing state", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody)
+    )
+)]
 async fn add_key(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
@@ -846,6 +1059,16 @@ async fn add_key(
     Ok((StatusCode::CREATED, axum::Json(key)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/user/keys",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "The user's SSH keys", body = Vec<ssh_keys::SshKey>),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody)
+    )
+)]
 async fn list_keys(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
@@ -856,6 +1079,18 @@ async fn list_keys(
     Ok(axum::Json(ssh_keys::list(&mut conn, caller.user.id).await.map_err(ApiError::internal)?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/user/keys/{id}",
+    tag = "accounts",
+    params(("id" = i64, Path, description = "The item's id")),
+    responses(
+        (status = 204, description = "Key removed"),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or token scope", body = ErrorBody),
+        (status = 404, description = "No such item of the caller", body = ErrorBody)
+    )
+)]
 async fn delete_key(
     State(accounts): State<Accounts>,
     ApiPath(id): ApiPath<i64>,

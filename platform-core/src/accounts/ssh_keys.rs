@@ -11,7 +11,7 @@ use ssh_key::{Algorithm, HashAlg, PublicKey};
 pub const MIN_RSA_BITS: usize = 2048;
 
 /// A key as stored and listed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, diesel::QueryableByName)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, diesel::QueryableByName, utoipa::ToSchema)]
 pub struct SshKey {
     /// The key's id.
     #[diesel(sql_type = BigInt)]

@@ -53,7 +53,7 @@ pub struct UserRecord {
 }
 
 /// A user as the API shows it: no password hash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     /// The user's id.
     pub id: i64,
@@ -149,6 +149,22 @@ pub async fn find_by_login(
     .get_result(conn)
     .await
     .optional()?)
+}
+
+/// Finds the user named `username`, without regard to case.
+///
+/// # Errors
+///
+/// Fails when the query fails.
+pub async fn find_by_username(
+    conn: &mut AsyncPgConnection,
+    username: &str,
+) -> Result<Option<UserRecord>, UserError> {
+    Ok(diesel::sql_query("SELECT * FROM users WHERE lower(username) = lower($1)")
+        .bind::<Text, _>(username)
+        .get_result(conn)
+        .await
+        .optional()?)
 }
 
 /// Finds a user by id.

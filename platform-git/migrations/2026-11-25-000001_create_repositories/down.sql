@@ -1,0 +1,3 @@
+DROP TABLE protected_branches;
+DROP TABLE repository_collaborators;
+DROP TABLE repositories;

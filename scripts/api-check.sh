@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Fuzzes the running `app` with schemathesis (from PyPI) against its own OpenAPI document
+# (/api/openapi.json): every operation, anonymous and with an admin token. Fails on any 5xx, and
+# on any response whose status, content type, headers or body the document does not describe.
+#
+# Needs PostgreSQL and Redis: run after `scripts/services.sh start DIR && . DIR/env.sh`
+# (scripts/test.sh does). Schemathesis is kept in target/tools between runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+: "${PLATFORM_TEST_DATABASE_URL:?start the services first: scripts/services.sh start DIR && . DIR/env.sh}"
+: "${PLATFORM_TEST_REDIS_URL:?start the services first}"
+examples=${API_CHECK_EXAMPLES:-60}
+
+venv=$root/target/tools/api-venv
+if [ ! -x "$venv/bin/schemathesis" ]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
+fi
+
+cargo build --locked --quiet -p app
+work=$(mktemp -d)
+app_pid=
+cleanup() {
+  if [ -n "$app_pid" ]; then kill -TERM "$app_pid" 2>/dev/null || true; wait "$app_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+database=api_check_$$_$(date +%s)
+# A Redis database of its own: the many failed logins of the run count against 127.0.0.1, and
+# must not rate-limit the other tests sharing this Redis.
+redis_url=${PLATFORM_TEST_REDIS_URL%/}/9
+redis-cli -u "$redis_url" flushdb >/dev/null
+psql "$PLATFORM_TEST_DATABASE_URL" -qc "CREATE DATABASE $database" >/dev/null
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+base=http://127.0.0.1:$port
+
+APP_HTTP_ADDR=127.0.0.1:$port \
+APP_DATABASE_URL="${PLATFORM_TEST_DATABASE_URL%/*}/$database" \
+APP_REDIS_URL=$redis_url \
+APP_DOMAIN_URL=$base \
+APP_SESSION_SECRET=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(48)).decode())') \
+APP_REPOS_ROOT=$work/repos APP_AVATAR_PATH=$work/avatars STORAGE_PATH=$work/files \
+APP_AI_BASIC_URL=http://127.0.0.1:9/v1 APP_AI_API_KEY=unused \
+  "$root/target/debug/app" >"$work/app.log" 2>&1 &
+app_pid=$!
+for _ in $(seq 1 150); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ] && break
+  sleep 0.2
+done
+curl -sf "$base/readyz" >/dev/null || { echo "api-check: app is not ready" >&2; cat "$work/app.log" >&2; exit 1; }
+
+json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+password="api check password $$"
+curl -sf -X POST "$base/api/auth/register" -H 'content-type: application/json' \
+  -d "{\"username\":\"fuzzer\",\"email\":\"fuzzer@example.com\",\"password\":\"$password\"}" >/dev/null
+csrf=$(curl -sf -c "$work/cookies" -X POST "$base/api/auth/login" -H 'content-type: application/json' \
+  -d "{\"login\":\"fuzzer\",\"password\":\"$password\"}" | json "['csrf_token']")
+# Generated ids are mostly small numbers: number the fuzzer's own token far away from them, so
+# DELETE /api/user/tokens/{id} does not revoke the credential the run depends on.
+psql "${PLATFORM_TEST_DATABASE_URL%/*}/$database" -qc \
+  "ALTER TABLE access_tokens ALTER COLUMN id RESTART WITH 7318824663124411" >/dev/null
+token=$(curl -sf -b "$work/cookies" -X POST "$base/api/user/tokens" -H "x-csrf-token: $csrf" \
+  -H 'content-type: application/json' -d '{"name":"fuzzer","scopes":["admin"]}' | json "['token']")
+curl -sf -X POST "$base/api/repos" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+  -d '{"name":"engine","description":"fuzzed"}' >/dev/null
+
+# Our rules (reserved names, password strength, token validity) are stricter than a JSON schema
+# can say, so a schema-valid request may be refused with 422: that check alone is left out.
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,missing_required_header,unsupported_method,use_after_free,ensure_resource_availability
+run() {
+  # From the scratch directory, where schemathesis keeps its example cache.
+  (cd "$work" && "$venv/bin/schemathesis" run "$base/api/openapi.json" --checks "$checks" --workers 2 \
+    --no-color --seed "${API_CHECK_SEED:-20261125}" --generation-deterministic "$@")
+}
+echo "schemathesis: authenticated ($examples examples per operation)"
+run --max-examples "$examples" -H "Authorization: Bearer $token"
+echo "schemathesis: anonymous"
+run --max-examples 15
+
+if grep -E '"level":"(ERROR|error)"|panicked' "$work/app.log" >&2; then
+  echo "api-check: the app logged errors during the run (above)" >&2
+  exit 1
+fi
+echo "api-check: no 5xx, every response as documented"
