@@ -100,6 +100,8 @@ impl RepoApi {
             default_branch: record.default_branch,
             created_at: record.created_at,
             updated_at: record.updated_at,
+            size_bytes: record.size_bytes,
+            pushed_at: record.pushed_at,
             permission: access,
         }
     }
@@ -143,6 +145,10 @@ pub struct Repository {
     pub created_at: DateTime<Utc>,
     /// When its settings last changed.
     pub updated_at: DateTime<Utc>,
+    /// Its size on disk after the last push, in bytes.
+    pub size_bytes: i64,
+    /// When it was last pushed to.
+    pub pushed_at: Option<DateTime<Utc>>,
     /// What the caller may do to it (absent for anonymous callers of public repositories).
     pub permission: Option<Access>,
 }

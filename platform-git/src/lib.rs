@@ -22,7 +22,11 @@
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub mod api;
+pub mod events;
+pub mod hooks;
+pub mod http;
 pub mod permissions;
+pub mod pktline;
 pub mod protection;
 pub mod records;
 pub mod store;

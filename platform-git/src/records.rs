@@ -53,11 +53,18 @@ pub struct RepoRecord {
     /// When its settings last changed.
     #[diesel(sql_type = Timestamptz)]
     pub updated_at: DateTime<Utc>,
+    /// Its size on disk after the last push, in bytes.
+    #[diesel(sql_type = BigInt)]
+    pub size_bytes: i64,
+    /// When it was last pushed to.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub pushed_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`RepoRecord`], for `r` joined with its owner `u`.
 const COLUMNS: &str = "r.id, r.owner_id, u.username AS owner, r.name, r.description, \
-                       r.is_private, r.default_branch, r.created_at, r.updated_at";
+                       r.is_private, r.default_branch, r.created_at, r.updated_at, \
+                       r.size_bytes, r.pushed_at";
 
 fn taken(name: &str) -> impl FnOnce(DieselError) -> RecordError {
     let name = name.to_owned();
@@ -256,4 +263,22 @@ pub async fn list(
     .load(conn)
     .await?;
     Ok((page, total.total))
+}
+
+/// Records a push: the repository's size on disk now, and the time.
+///
+/// # Errors
+///
+/// Fails when the query fails.
+pub async fn record_push(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+    size_bytes: i64,
+) -> Result<(), RecordError> {
+    diesel::sql_query("UPDATE repositories SET size_bytes = $2, pushed_at = now() WHERE id = $1")
+        .bind::<BigInt, _>(id)
+        .bind::<BigInt, _>(size_bytes)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

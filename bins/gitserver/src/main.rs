@@ -1,11 +1,15 @@
 //! `gitserver` (ports 8021 and 2222): git over smart HTTP and SSH.
 
 use anyhow::Context as _;
+use platform_core::accounts::Accounts;
 use platform_core::config::GitServerConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
-use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
+use platform_git::events::PushEvents;
+use platform_git::http::{GitHttp, GitHttpOptions};
+use platform_git::store::RepoStore;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -18,14 +22,37 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let database = Database::connect(&config.database);
-    database.migrate(CORE_MIGRATIONS).await?;
+    database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
     let redis = Redis::connect(&config.redis)?;
 
     let shell = ServiceShell::new("gitserver");
     let queue =
         Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
             .await?;
+    let accounts = Accounts::without_sessions(database.clone(), redis.clone(), queue.clone());
+    let events = PushEvents::new(database.clone(), queue.clone());
+    let options = GitHttpOptions {
+        max_push_bytes: config.git_limits.max_push_bytes,
+        max_blob_bytes: config.git_limits.max_file_bytes,
+        timeout: config.git_limits.timeout,
+        ..GitHttpOptions::default()
+    };
+    // Hooks and push scratch files live beside the repositories, where every replica sees them.
+    let state_dir = config.repos_root.join(".platform");
+    let git = GitHttp::new(
+        accounts,
+        RepoStore::new(&config.repos_root),
+        events.clone(),
+        options,
+        &state_dir,
+    )
+    .with_context(|| format!("cannot write {}", state_dir.display()))?;
+    let relay = tokio::spawn(async move { events.relay(platform_core::shutdown::signal()).await });
+
     let shell = shell
+        .with_routes(platform_git::http::router(git))
+        // Pushes and clones set their own size and time limits.
+        .with_limits(RouteLimits { request_timeout: None, body_limit: None })
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
         .with_readiness(queue.readiness_check())
@@ -34,5 +61,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", config.http.addr))?;
     shell.serve(listener, platform_core::shutdown::signal()).await?;
+    relay.abort();
     Ok(())
 }

@@ -199,6 +199,20 @@ impl Accounts {
         })
     }
 
+    /// Prepares accounts for a service that checks passwords, tokens and keys but never signs
+    /// anyone in with a cookie (the git transports): its cookie key is random, so no session
+    /// cookie from elsewhere is accepted.
+    pub fn without_sessions(database: Database, redis: Redis, queue: Queue) -> Self {
+        Self {
+            database,
+            redis,
+            queue,
+            key: Key::generate(),
+            cookie_secure: true,
+            namespace: "platform".to_owned(),
+        }
+    }
+
     /// Sets the prefix of this deployment's Redis keys (default `platform`), so deployments or
     /// tests sharing a Redis never see each other's sessions or counters.
     #[must_use]

@@ -423,3 +423,32 @@ impl SshConfig {
         Some(Self { host_key: host_key?, addr })
     }
 }
+
+/// Limits of the git transports: `APP_GIT_MAX_PUSH_BYTES` (default 2 GiB),
+/// `APP_GIT_MAX_FILE_BYTES` (default 100 MiB; the largest file a push may add) and
+/// `APP_GIT_TIMEOUT_SECONDS` (default 3600; the longest one clone, fetch or push may take).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitLimitsConfig {
+    /// The largest push, in bytes.
+    pub max_push_bytes: u64,
+    /// The largest file a push may add, in bytes.
+    pub max_file_bytes: u64,
+    /// The longest one git request may take.
+    pub timeout: std::time::Duration,
+}
+
+impl GitLimitsConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let max_push_bytes =
+            env.or_default("APP_GIT_MAX_PUSH_BYTES", 2 << 30, env::parse_positive::<u64>);
+        let max_file_bytes =
+            env.or_default("APP_GIT_MAX_FILE_BYTES", 100 << 20, env::parse_positive::<u64>);
+        let timeout = env.or_default("APP_GIT_TIMEOUT_SECONDS", 3600, env::parse_positive::<u64>);
+        Some(Self {
+            max_push_bytes: max_push_bytes?,
+            max_file_bytes: max_file_bytes?,
+            timeout: std::time::Duration::from_secs(timeout?),
+        })
+    }
+}

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use super::GitLimitsConfig;
+
 use super::{
     AiConfig, ConfigError, DatabaseConfig, DomainConfig, EmbeddingConfig, EnvReader, HttpConfig,
     NatsConfig, QdrantConfig, RedisConfig, Sections, SessionConfig, SmtpConfig, SshConfig,
@@ -143,6 +145,8 @@ pub struct GitServerConfig {
     pub domain: DomainConfig,
     /// `APP_REPOS_ROOT`.
     pub repos_root: PathBuf,
+    /// Push size, file size and time limits.
+    pub git_limits: GitLimitsConfig,
 }
 
 impl GitServerConfig {
@@ -164,9 +168,11 @@ impl GitServerConfig {
             NatsConfig::read(&mut env),
             DomainConfig::read(&mut env),
             StorageRoots::repos(&mut env),
+            GitLimitsConfig::read(&mut env),
         );
-        let (telemetry, http, ssh, database, redis, nats, domain, repos_root) = env.finish(read)?;
-        Ok(Self { telemetry, http, ssh, database, redis, nats, domain, repos_root })
+        let (telemetry, http, ssh, database, redis, nats, domain, repos_root, git_limits) =
+            env.finish(read)?;
+        Ok(Self { telemetry, http, ssh, database, redis, nats, domain, repos_root, git_limits })
     }
 }
 
