@@ -9,6 +9,7 @@
 //! | `GET` | `/api/repos/{owner}/{name}` | read | 200 and the repository |
 //! | `PATCH` | `/api/repos/{owner}/{name}` | admin | 200; description, visibility, default branch |
 //! | `POST` | `/api/repos/{owner}/{name}/rename` | admin | 200 and the renamed repository |
+//! | `POST` | `/api/repos/{owner}/{name}/forks` | read | 201 and the caller's copy, with every ref |
 //! | `DELETE` | `/api/repos/{owner}/{name}` | owner | 204; the record and the repository on disk are gone |
 //! | `GET` | `/api/repos/{owner}/{name}/collaborators` | write | 200 and the collaborators |
 //! | `PUT` | `/api/repos/{owner}/{name}/collaborators/{username}` | admin | 201 (added) or 200 (role changed) |
@@ -115,6 +116,7 @@ pub fn api(state: RepoApi) -> OpenApiRouter {
         .routes(routes!(list_user_repositories))
         .routes(routes!(get_repository, update_repository, delete_repository))
         .routes(routes!(rename_repository))
+        .routes(routes!(fork_repository))
         .routes(routes!(list_collaborators))
         .routes(routes!(set_collaborator, remove_collaborator))
         .routes(routes!(list_protected_branches, create_protected_branch))
@@ -647,6 +649,65 @@ async fn rename_repository(
         .map_err(|Failure(error)| error)?;
     tracing::info!(repository = renamed.id, from = %repo.name, to = %renamed.name, "repository renamed");
     Ok(axum::Json(api.view(renamed, Some(access))))
+}
+
+/// The body of `POST /api/repos/{owner}/{name}/forks`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct ForkRepository {
+    /// The fork's name (default: the original's).
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")]
+    pub name: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/repos/{owner}/{name}/forks",
+    tag = "repositories",
+    params(RepoPath),
+    request_body = ForkRepository,
+    responses(
+        (status = 201, description = "The caller's fork, with every ref of the original", body = Repository),
+        (status = 400, description = "Malformed request body", body = ErrorBody),
+        (status = 401, description = "No valid session or token", body = ErrorBody),
+        (status = 403, description = "Missing CSRF token or the repo:write scope", body = ErrorBody),
+        (status = 404, description = "No such repository, or one the caller cannot see", body = ErrorBody),
+        (status = 409, description = "The caller already has a repository of that name", body = ErrorBody),
+        (status = 422, description = "The name breaks a rule", body = ErrorBody)
+    )
+)]
+async fn fork_repository(
+    State(api): State<RepoApi>,
+    ApiPath(path): ApiPath<RepoPath>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+    ApiJson(request): ApiJson<ForkRepository>,
+) -> Result<impl IntoResponse, ApiError> {
+    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let mut conn = api.connection().await?;
+    let (source, _) = repository_for(&mut conn, &path, Some(viewer(&caller)), Access::Read).await?;
+    let name = request.name.unwrap_or_else(|| source.name.clone());
+    check_name(&name, "name")?;
+    let new = records::NewRepo {
+        owner_id: caller.user.id,
+        name: &name,
+        description: &source.description,
+        is_private: source.is_private,
+        default_branch: &source.default_branch,
+    };
+    let store = &api.store;
+    let fork = conn
+        .transaction::<_, Failure, _>(async |conn| {
+            let fork = records::insert(conn, new).await.map_err(record_error)?;
+            store
+                .fork((&source.owner, &source.name), (&fork.owner, &fork.name))
+                .await
+                .map_err(|error| store_error(error, "name"))?;
+            Ok(fork)
+        })
+        .await
+        .map_err(|Failure(error)| error)?;
+    tracing::info!(repository = fork.id, from = source.id, "repository forked");
+    Ok((StatusCode::CREATED, axum::Json(api.view(fork, Some(Access::Owner)))))
 }
 
 #[utoipa::path(

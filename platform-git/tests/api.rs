@@ -439,6 +439,42 @@ async fn settings_rename_and_delete_change_the_disk_with_the_record() -> anyhow:
     );
     // The name is free again.
     assert_eq!(app.create_repo(&ada, "motor", false).await.status, StatusCode::CREATED);
+
+    // A fork copies every ref; it keeps the original's visibility and default branch.
+    let git_dir = app.disk_path("ada", "motor").to_string_lossy().into_owned();
+    let work = std::env::temp_dir().join(unique_name("fork-work"));
+    let work_arg = work.to_string_lossy().into_owned();
+    git(&["init", "--quiet", "--initial-branch=main", &work_arg])?;
+    git(&[
+        "-C",
+        &work_arg,
+        "-c",
+        "user.name=Ada",
+        "-c",
+        "user.email=ada@example.com",
+        "commit",
+        "--quiet",
+        "--allow-empty",
+        "-m",
+        "first",
+    ])?;
+    git(&["-C", &work_arg, "push", "--quiet", &git_dir, "main", "main:topic"])?;
+    let fork =
+        app.call("POST", "/api/repos/ada/motor/forks", Some(json!({})), Some(&grace.token)).await;
+    assert_eq!(fork.status, StatusCode::CREATED, "{}", fork.text);
+    assert_eq!(fork.body["full_name"], "grace/motor");
+    let fork_dir = app.disk_path("grace", "motor").to_string_lossy().into_owned();
+    assert_eq!(
+        git(&["--git-dir", &fork_dir, "for-each-ref", "--format=%(refname)"])?,
+        "refs/heads/main\nrefs/heads/topic"
+    );
+    let again =
+        app.call("POST", "/api/repos/ada/motor/forks", Some(json!({})), Some(&grace.token)).await;
+    assert_error(&again, StatusCode::CONFLICT, "conflict", Some("name"));
+    let named = json!({"name": "motor-2"});
+    let renamed_fork =
+        app.call("POST", "/api/repos/ada/motor/forks", Some(named), Some(&grace.token)).await;
+    assert_eq!(renamed_fork.status, StatusCode::CREATED, "{}", renamed_fork.text);
     Ok(())
 }
 
@@ -818,6 +854,7 @@ async fn the_openapi_document_describes_every_route() -> anyhow::Result<()> {
         "POST /api/auth/verify-email",
         "POST /api/auth/verify-email/resend",
         "POST /api/repos",
+        "POST /api/repos/{owner}/{name}/forks",
         "POST /api/repos/{owner}/{name}/protected-branches",
         "POST /api/repos/{owner}/{name}/rename",
         "POST /api/user/keys",

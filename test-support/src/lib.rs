@@ -139,6 +139,11 @@ impl ServiceProcess {
         }
     }
 
+    /// Returns the process id, while the process runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Returns the HTTP address the process listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
