@@ -10,12 +10,12 @@
 //! - [`store`] keeps bare repositories on disk;
 //! - [`records`], [`permissions`] and [`protection`] keep repository records, collaborators and
 //!   branch protection rules in PostgreSQL (tables created by [`GIT_MIGRATIONS`]);
-//! - [`api`] is the repository REST API, with its OpenAPI description.
+//! - [`api`] is the repository REST API, with its OpenAPI description;
+//! - [`http`] serves git over smart HTTP with the real `git` binary, applying the push policy of
+//!   [`hooks`] and publishing one [`events::PushEvent`] per push; [`pktline`] reads git's framing.
 //!
-//! `platform-git` will also own smart HTTP (upload-pack, receive-pack, protocol v2) served by the
-//! real `git` binary, an SSH server (russh) that runs only git commands, push policy and one push
-//! event per push on the durable queue, and reading refs, trees, blobs, commits and diffs with
-//! gix.
+//! `platform-git` will also own an SSH server (russh) that runs only git commands, and reading
+//! refs, trees, blobs, commits and diffs with gix.
 //!
 //! It depends on `platform-storage` and `platform-core`.
 

@@ -361,6 +361,17 @@ async fn clone_fetch_and_push_with_every_protocol_and_git_version() -> anyhow::R
         }
     }
 
+    // Protocol v2 is really spoken, not silently downgraded.
+    let mut trace = std::process::Command::new("git");
+    trace
+        .args(["-c", "protocol.version=2", "ls-remote", &server.url("ada/engine", None)])
+        .env("GIT_TRACE_PACKET", "1");
+    let traced = trace.output()?;
+    assert!(traced.status.success());
+    let packets = stderr(&traced);
+    assert!(packets.contains("< version 2"), "{packets}");
+    assert!(packets.contains("> command=ls-refs"), "{packets}");
+
     // Fetch what another clone pushed: a new branch, a tag, then delete the branch.
     let clone = server.dir("clone");
     let clone_arg = clone.to_string_lossy().into_owned();

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Git over HTTP: gitserver against git's own http-backend behind nginx + fcgiwrap, on the same
+# repository in the same run, with a local `git clone --no-local` as the floor.
+#
+# The repository is built from the Rust crate sources in cargo's registry (one commit per crate,
+# a few hundred commits and several hundred MB of source). Each operation runs BENCH_RUNS times
+# (default 5) per server, alternating; the table shows medians, and the peak resident memory of
+# each server's own processes (gitserver; nginx and fcgiwrap), not of the git processes both
+# spawn.
+#
+# Usage: scripts/bench.sh git   (or this script, with PLATFORM_TEST_* from scripts/services.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+: "${PLATFORM_TEST_DATABASE_URL:?start the services first: scripts/services.sh start DIR && . DIR/env.sh}"
+runs=${BENCH_RUNS:-5}
+
+for tool in nginx fcgiwrap; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx fcgiwrap >/dev/null
+  }
+done
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+fcgiwrap=$(command -v fcgiwrap || echo /usr/sbin/fcgiwrap)
+# Both servers run the same git: the one on PATH, and its own http-backend.
+http_backend=$(git --exec-path)/git-http-backend
+
+echo "building gitserver (release)..." >&2
+cargo build --release --locked --quiet -p gitserver
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+peak_rss_mib() { # the sum of VmHWM over the given pids, in MiB
+  local total=0 pid kib
+  for pid in "$@"; do
+    kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    total=$((total + ${kib:-0}))
+  done
+  echo $((total / 1024))
+}
+
+echo "building the repository from cargo's registry sources..." >&2
+source_repo=$work/source
+git init --quiet --initial-branch=main "$source_repo"
+registry=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/ | xargs du -s | sort -n | tail -1 | cut -f2)
+count=0
+for crate in "$registry"*/; do
+  name=$(basename "$crate")
+  mkdir -p "$source_repo/crates"
+  cp -r "$crate" "$source_repo/crates/$name"
+  git -C "$source_repo" add --all crates >/dev/null
+  git -C "$source_repo" -c user.name=bench -c user.email=bench@example.com commit --quiet -m "add $name"
+  count=$((count + 1))
+done
+git -C "$source_repo" gc --quiet
+pack_mib=$(du -sm "$source_repo/.git/objects" | cut -f1)
+tree_mib=$(du -sm --exclude=.git "$source_repo" | cut -f1)
+
+# The same bare repository for both servers.
+repos=$work/repos
+mkdir -p "$repos/bench"
+git clone --quiet --bare "$source_repo" "$repos/bench/registry.git"
+git -C "$repos/bench/registry.git" config http.receivepack false
+
+# gitserver, with a record for the repository.
+database=bench_git_$$
+psql "$PLATFORM_TEST_DATABASE_URL" -qc "CREATE DATABASE $database" >/dev/null
+db_url="${PLATFORM_TEST_DATABASE_URL%/*}/$database"
+ssh-keygen -q -t ed25519 -N "" -f "$work/host_key"
+our_port=$(free_port)
+APP_HTTP_ADDR=127.0.0.1:$our_port APP_DATABASE_URL=$db_url APP_REDIS_URL=$PLATFORM_TEST_REDIS_URL \
+APP_DOMAIN_URL=http://127.0.0.1:$our_port APP_REPOS_ROOT=$repos APP_SSH_PORT=$(free_port) \
+APP_SSH_SERVER_PRIVATE_KEY=$(od -An -v -tx1 <"$work/host_key" | tr -d ' \n') APP_LOG_LEVEL=warn \
+  "$root/target/release/gitserver" >"$work/gitserver.log" 2>&1 &
+gitserver_pid=$!
+pids+=("$gitserver_pid")
+for _ in $(seq 1 150); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$our_port/readyz")" = 200 ] && break
+  sleep 0.2
+done
+psql "$db_url" -qc "INSERT INTO users (username, email, password_hash) VALUES ('bench', 'bench@example.com', 'none');
+  INSERT INTO repositories (owner_id, name, default_branch) SELECT id, 'registry', 'main' FROM users;" >/dev/null
+
+# git http-backend behind nginx and fcgiwrap.
+their_port=$(free_port)
+"$fcgiwrap" -c 4 -s "unix:$work/fcgiwrap.sock" &
+fcgiwrap_pid=$!
+pids+=("$fcgiwrap_pid")
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<EOF
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  proxy_temp_path $work/nginx/proxy;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  server {
+    listen 127.0.0.1:$their_port;
+    client_max_body_size 0;
+    location ~ ^/(.*/(HEAD|info/refs|objects/info/[^/]+|git-upload-pack|git-receive-pack))$ {
+      fastcgi_pass unix:$work/fcgiwrap.sock;
+      fastcgi_buffering off;
+      fastcgi_request_buffering off;
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME $http_backend;
+      fastcgi_param GIT_PROJECT_ROOT $repos;
+      fastcgi_param GIT_HTTP_EXPORT_ALL "";
+      fastcgi_param PATH_INFO /\$1;
+    }
+  }
+}
+EOF
+for _ in $(seq 1 50); do [ -S "$work/fcgiwrap.sock" ] && break; sleep 0.1; done
+"$nginx" -c "$work/nginx.conf" -e "$work/nginx/error.log" 2>/dev/null || "$nginx" -c "$work/nginx.conf"
+sleep 0.5
+server_pids() { # a master process and the workers it forked
+  echo "$1"
+  pgrep -P "$1" || true
+}
+
+ours=http://127.0.0.1:$our_port/bench/registry.git
+theirs=http://127.0.0.1:$their_port/bench/registry.git
+git ls-remote "$ours" >/dev/null
+git ls-remote "$theirs" >/dev/null
+
+# A clone twenty commits behind, copied before each incremental fetch.
+git clone --quiet --bare --no-local "$source_repo" "$work/behind.git"
+git -C "$work/behind.git" update-ref refs/heads/main "$(git -C "$source_repo" rev-parse HEAD~20)"
+git -C "$work/behind.git" reflog expire --expire=now --all
+git -C "$work/behind.git" gc --quiet --prune=now
+
+time_clone() { # url, extra args...
+  local url=$1 dest
+  shift
+  dest=$work/clone-$RANDOM$RANDOM
+  local start end
+  start=$(now)
+  git clone --quiet --bare --no-local "$@" "$url" "$dest"
+  end=$(now)
+  rm -rf "$dest"
+  awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'
+}
+time_fetch() { # url
+  local dest=$work/fetch-$RANDOM$RANDOM start end
+  cp -r "$work/behind.git" "$dest"
+  start=$(now)
+  git -C "$dest" fetch --quiet "$1" main:main
+  end=$(now)
+  rm -rf "$dest"
+  awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'
+}
+
+declare -A results
+for run in $(seq 1 "$runs"); do
+  echo "run $run of $runs..." >&2
+  for side in ours theirs; do
+    url=${!side}
+    results[full,$side]+="$(time_clone "$url") "
+    results[depth1,$side]+="$(time_clone "$url" --depth 1) "
+    results[fetch,$side]+="$(time_fetch "$url") "
+  done
+  results[full,floor]+="$(time_clone "$repos/bench/registry.git") "
+  results[depth1,floor]+="$(time_clone "file://$repos/bench/registry.git" --depth 1) "
+done
+
+our_rss=$(peak_rss_mib "$gitserver_pid")
+# shellcheck disable=SC2046
+their_rss=$(peak_rss_mib $(server_pids "$(cat "$work/nginx.pid")") $(server_pids "$fcgiwrap_pid"))
+echo
+echo "repository: $count commits, ${tree_mib} MiB of files, ${pack_mib} MiB packed; git $(git --version | cut -d' ' -f3); median of $runs runs"
+printf '| %-22s | %12s | %16s | %6s | %14s |\n' operation "gitserver (s)" "http-backend (s)" ratio "local floor (s)"
+printf '|%s|%s|%s|%s|%s|\n' "------------------------" "--------------" "------------------" "--------" "----------------"
+for op in full depth1 fetch; do
+  o=$(echo "${results[$op,ours]}" | tr ' ' '\n' | grep . | median)
+  t=$(echo "${results[$op,theirs]}" | tr ' ' '\n' | grep . | median)
+  f=$(echo "${results[$op,floor]:-}" | tr ' ' '\n' | grep . | median)
+  case $op in full) label="full clone" ;; depth1) label="clone --depth 1" ;; fetch) label="fetch of 20 commits" ;; esac
+  printf '| %-22s | %12.2f | %16.2f | %5.2fx | %14s |\n' "$label" "$o" "$t" "$(awk -v a="$o" -v b="$t" 'BEGIN { print a / b }')" \
+    "$( [ -n "$f" ] && printf '%.2f' "$f" || echo '-')"
+done
+printf '| %-22s | %12s | %16s | %6s | %14s |\n' "peak RSS of the server" "${our_rss} MiB" "${their_rss} MiB" "" ""
