@@ -98,6 +98,8 @@ fcgiwrap_pid=$!
 pids+=("$fcgiwrap_pid")
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<EOF
+# Workers as the user running this script, who owns the socket and the repositories.
+user $(id -un) $(id -gn);
 worker_processes 2;
 pid $work/nginx.pid;
 error_log $work/nginx/error.log;

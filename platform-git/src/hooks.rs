@@ -3,8 +3,8 @@
 //! Why hooks: the policy must see the pushed objects (is this update a fast-forward? how big is
 //! that blob?) before any ref moves, and only `pre-receive` runs at that moment, with the new
 //! objects quarantined. The server decides everything it can from the ref-update commands alone
-//! (which refs are protected, whether the pusher may touch them) and hands the hook its verdicts
-//! in the environment; the hook adds the checks that need objects. Its messages reach the client
+//! (which refs are protected, whether the pusher may touch them) and writes its verdicts to a
+//! file named in the hook's environment; the hook adds the checks that need objects. Its messages reach the client
 //! as `remote:` lines, and a refusal leaves every ref unchanged.
 //!
 //! `post-receive` runs after refs moved and lists exactly the updates that happened; it appends
@@ -15,10 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Environment variable: `<ref>\t<reason>` lines the pre-receive hook refuses outright.
-pub const DENY_ENV: &str = "PLATFORM_DENY";
-/// Environment variable: ref names whose updates must be fast-forwards.
-pub const NO_FORCE_ENV: &str = "PLATFORM_NO_FORCE";
+/// Environment variable: the file of the server's verdicts on this push's refs, one per line:
+/// `deny<TAB><ref><TAB><reason>` or `no-force<TAB><ref>`.
+pub const POLICY_ENV: &str = "PLATFORM_POLICY";
 /// Environment variable: the largest blob a push may add, in bytes (0: no limit).
 pub const MAX_BLOB_ENV: &str = "PLATFORM_MAX_BLOB_BYTES";
 /// Environment variable: the file post-receive appends the updated refs to.
@@ -26,12 +25,18 @@ pub const REPORT_ENV: &str = "PLATFORM_PUSH_REPORT";
 
 const PRE_RECEIVE: &str = r#"#!/bin/sh
 # pre-receive, installed by platform-git: the push policy for the refs of this push.
-#   PLATFORM_DENY            "<ref><TAB><reason>" lines: refused whatever they contain
-#   PLATFORM_NO_FORCE        ref names whose updates must be fast-forwards
+#   PLATFORM_POLICY          the server's verdicts: "deny<TAB><ref><TAB><reason>" and
+#                            "no-force<TAB><ref>" lines
 #   PLATFORM_MAX_BLOB_BYTES  the largest blob a push may add; 0 for no limit
+policy=${PLATFORM_POLICY:-}
+if [ -n "$policy" ] && [ ! -r "$policy" ]; then
+  echo "error: the push policy is unavailable; try again" >&2
+  exit 1
+fi
+[ -n "$policy" ] || policy=/dev/null
 status=0
 while read -r old new ref; do
-  reason=$(printf '%s\n' "${PLATFORM_DENY:-}" | awk -F '\t' -v ref="$ref" '$1 == ref { print $2; exit }')
+  reason=$(awk -F '\t' -v ref="$ref" '$1 == "deny" && $2 == ref { print $3; exit }' "$policy")
   if [ -n "$reason" ]; then
     echo "error: $reason" >&2
     status=1
@@ -40,7 +45,7 @@ while read -r old new ref; do
   case "$new" in *[!0]*) ;; *) continue ;; esac
   case "$old" in
     *[!0]*)
-      if printf '%s\n' "${PLATFORM_NO_FORCE:-}" | grep -qxF -- "$ref" \
+      if awk -F '\t' -v ref="$ref" '$1 == "no-force" && $2 == ref { found = 1 } END { exit !found }' "$policy" \
         && ! git merge-base --is-ancestor "$old" "$new" 2>/dev/null; then
         echo "error: $ref is protected: force pushes are not allowed" >&2
         status=1

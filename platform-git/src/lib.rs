@@ -30,6 +30,7 @@ pub mod pktline;
 pub mod protection;
 pub mod records;
 pub mod store;
+pub mod transport;
 
 /// The migrations of `platform-git`'s tables (repositories, collaborators, protected branches).
 /// They refer to `users`, so run them after

@@ -15,8 +15,8 @@ use platform_core::telemetry::Metrics;
 use platform_git::GIT_MIGRATIONS;
 use platform_git::api::RepoApi;
 use platform_git::events::{PUSH_STREAM, PushEvent, PushEvents};
-use platform_git::http::{GitHttp, GitHttpOptions};
 use platform_git::store::RepoStore;
+use platform_git::transport::{GitOptions, GitService};
 use platform_test_support::{
     Broker, BrokerKind, eventually, fresh_database, service_env, unique_name,
 };
@@ -43,12 +43,12 @@ struct Server {
 
 impl Server {
     async fn start() -> anyhow::Result<Self> {
-        Self::start_with(GitHttpOptions::default(), None).await
+        Self::start_with(GitOptions::default(), None).await
     }
 
     /// Serves the repository API and git on a loopback port; events go to `queue_url` (the
     /// shared Redis when `None`).
-    async fn start_with(options: GitHttpOptions, broker: Option<Broker>) -> anyhow::Result<Self> {
+    async fn start_with(options: GitOptions, broker: Option<Broker>) -> anyhow::Result<Self> {
         let url = fresh_database().await?;
         let vars = HashMap::from([
             ("APP_DATABASE_URL".to_owned(), url),
@@ -94,7 +94,7 @@ impl Server {
         let repos_root = scratch.join("repos");
         let store = RepoStore::new(&repos_root);
         let events = PushEvents::new(database.clone(), queue.clone());
-        let git = GitHttp::new(
+        let git = GitService::new(
             accounts.clone(),
             store.clone(),
             events.clone(),
@@ -477,11 +477,8 @@ async fn protected_branches_refuse_force_pushes_and_deletion_with_our_message() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_over_the_limit_and_pushes_over_the_limit_are_refused() -> anyhow::Result<()> {
-    let options = GitHttpOptions {
-        max_blob_bytes: 64 * 1024,
-        max_push_bytes: 1 << 20,
-        ..GitHttpOptions::default()
-    };
+    let options =
+        GitOptions { max_blob_bytes: 64 * 1024, max_push_bytes: 1 << 20, ..GitOptions::default() };
     let server = Server::start_with(options, None).await?;
     let ada = server.member("ada").await?;
     server.create_repo(&ada, "engine", false).await?;
@@ -780,7 +777,7 @@ async fn a_client_killed_mid_push_leaves_the_repository_intact() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread")]
 async fn every_push_yields_one_event_even_when_the_queue_is_down() -> anyhow::Result<()> {
     let broker = Broker::start(BrokerKind::Redis)?;
-    let mut server = Server::start_with(GitHttpOptions::default(), Some(broker)).await?;
+    let mut server = Server::start_with(GitOptions::default(), Some(broker)).await?;
     let ada = server.member("ada").await?;
     server.create_repo(&ada, "engine", false).await?;
     let url = server.url("ada/engine", Some(("ada", &ada.token)));

@@ -8,8 +8,8 @@ use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
 use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
 use platform_git::events::PushEvents;
-use platform_git::http::{GitHttp, GitHttpOptions};
 use platform_git::store::RepoStore;
+use platform_git::transport::{GitOptions, GitService};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,15 +31,15 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     let accounts = Accounts::without_sessions(database.clone(), redis.clone(), queue.clone());
     let events = PushEvents::new(database.clone(), queue.clone());
-    let options = GitHttpOptions {
+    let options = GitOptions {
         max_push_bytes: config.git_limits.max_push_bytes,
         max_blob_bytes: config.git_limits.max_file_bytes,
         timeout: config.git_limits.timeout,
-        ..GitHttpOptions::default()
+        ..GitOptions::default()
     };
     // Hooks and push scratch files live beside the repositories, where every replica sees them.
     let state_dir = config.repos_root.join(".platform");
-    let git = GitHttp::new(
+    let git = GitService::new(
         accounts,
         RepoStore::new(&config.repos_root),
         events.clone(),

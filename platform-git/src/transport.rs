@@ -1,0 +1,418 @@
+//! What git over HTTP ([`crate::http`]) and over SSH share: one implementation of who may do
+//! what, of the push policy, and of what follows a push.
+//!
+//! A transport turns its credentials into an [`Identity`], asks [`GitService::authorize`], runs
+//! git through [`GitService::git`], and for pushes goes through [`PushRun`]: it hands over the
+//! ref-update commands as soon as it has read them ([`PushRun::decide`], which writes the
+//! verdicts the pre-receive hook applies) and calls [`PushRun::finish`] when git has exited.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform_core::accounts::{Accounts, Scope, UserRecord};
+use tokio::io::AsyncReadExt as _;
+use tokio::process::{Child, Command};
+
+use crate::events::{PushEvent, PushEvents, RefChange};
+use crate::hooks;
+use crate::permissions::{self, Access};
+use crate::pktline::RefUpdate;
+use crate::protection::{self, PushAccess};
+use crate::records::{self, RepoRecord, Viewer};
+use crate::store::RepoStore;
+
+/// Limits of the git transports.
+#[derive(Clone, Debug)]
+pub struct GitOptions {
+    /// The largest push accepted, in bytes (the pack as sent).
+    pub max_push_bytes: u64,
+    /// The largest file (blob) a push may add, in bytes; 0 for no limit.
+    pub max_blob_bytes: u64,
+    /// The largest fetch negotiation accepted over HTTP, in bytes (decompressed).
+    pub max_negotiation_bytes: usize,
+    /// How long one git process may run before it is stopped.
+    pub timeout: Duration,
+}
+
+impl Default for GitOptions {
+    /// 2 GiB pushes, 100 MiB files, 64 MiB negotiations, one hour per request.
+    fn default() -> Self {
+        Self {
+            max_push_bytes: 2 << 30,
+            max_blob_bytes: 100 << 20,
+            max_negotiation_bytes: 64 << 20,
+            timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Who is asking, once their transport has checked their credentials.
+#[derive(Clone, Debug)]
+pub enum Identity {
+    /// Nobody in particular.
+    Anonymous,
+    /// A user; `scopes` is `Some` when they presented an access token.
+    User {
+        /// The user.
+        user: Box<UserRecord>,
+        /// The token's scopes, or `None` for a password or an SSH key.
+        scopes: Option<Vec<Scope>>,
+    },
+}
+
+/// Why a request may not go ahead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// Credentials might help (anonymous callers only).
+    NeedsCredentials,
+    /// No such repository, or none this caller may see.
+    NotFound,
+    /// The caller may see the repository but not do this.
+    Forbidden(&'static str),
+    /// Something failed on our side; logged.
+    Internal(String),
+}
+
+pub(crate) fn internal(error: impl std::fmt::Display) -> Denial {
+    Denial::Internal(error.to_string())
+}
+
+/// A repository and what an identity may do to it.
+#[derive(Clone, Debug)]
+pub struct Authorized {
+    /// The repository.
+    pub repo: RepoRecord,
+    /// Where it is on disk.
+    pub path: PathBuf,
+    /// Who asked, when known.
+    pub user: Option<UserRecord>,
+    /// What they may do.
+    pub access: Access,
+}
+
+/// What both transports need: accounts, repositories, push events, limits, and the hooks.
+#[derive(Clone, Debug)]
+pub struct GitService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    accounts: Accounts,
+    store: RepoStore,
+    events: PushEvents,
+    options: GitOptions,
+    hooks_dir: PathBuf,
+    scratch_dir: PathBuf,
+}
+
+impl GitService {
+    /// Prepares the git transports; installs the push hooks into `state_dir/hooks` and keeps
+    /// per-push scratch files in `state_dir/pushes`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `state_dir` cannot be written.
+    pub fn new(
+        accounts: Accounts,
+        store: RepoStore,
+        events: PushEvents,
+        options: GitOptions,
+        state_dir: &Path,
+    ) -> std::io::Result<Self> {
+        let hooks_dir = hooks::install(&state_dir.join("hooks"))?;
+        let scratch_dir = state_dir.join("pushes");
+        std::fs::create_dir_all(&scratch_dir)?;
+        Ok(Self {
+            inner: Arc::new(Inner { accounts, store, events, options, hooks_dir, scratch_dir }),
+        })
+    }
+
+    /// Returns the accounts callers are checked against.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+
+    /// Returns the limits.
+    pub fn options(&self) -> &GitOptions {
+        &self.inner.options
+    }
+
+    /// Finds `owner/repo` (`repo` may end in `.git`) and checks that `identity` may do what
+    /// `needed` stands for.
+    ///
+    /// # Errors
+    ///
+    /// A [`Denial`] saying why not.
+    pub async fn authorize(
+        &self,
+        owner: &str,
+        repo: &str,
+        identity: &Identity,
+        needed: Access,
+    ) -> Result<Authorized, Denial> {
+        let name = repo.strip_suffix(".git").unwrap_or(repo);
+        let (user, scopes) = match identity {
+            Identity::Anonymous => (None, None),
+            Identity::User { user, scopes } => (Some(user.as_ref().clone()), scopes.clone()),
+        };
+        let viewer = user.as_ref().map(|u| Viewer { user_id: u.id, is_admin: u.is_admin });
+        let mut conn = self.inner.accounts.database().get().await.map_err(internal)?;
+        let record = records::find(&mut conn, owner, name).await.map_err(internal)?;
+        let access = match &record {
+            Some(record) => {
+                permissions::access_for(&mut conn, record, viewer).await.map_err(internal)?
+            }
+            None => None,
+        };
+        drop(conn);
+        let (Some(record), Some(access)) = (record, access) else {
+            // Whether it exists is not said; with credentials it might be readable.
+            return Err(if user.is_none() { Denial::NeedsCredentials } else { Denial::NotFound });
+        };
+        if access < needed {
+            return Err(if user.is_none() {
+                Denial::NeedsCredentials
+            } else {
+                Denial::Forbidden("you may read this repository but not push to it")
+            });
+        }
+        let scope = if needed >= Access::Write { Scope::RepoWrite } else { Scope::RepoRead };
+        if let Some(scopes) = &scopes
+            && !scopes.iter().any(|s| s.grants(scope))
+        {
+            return Err(Denial::Forbidden("this token lacks the scope for that"));
+        }
+        let path = self.inner.store.path(&record.owner, &record.name).map_err(internal)?;
+        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            tracing::error!(repository = record.id, path = %path.display(), "repository missing on disk");
+            return Err(Denial::NotFound);
+        }
+        Ok(Authorized { repo: record, path, user, access })
+    }
+
+    /// A `git` command run in `path`, its pipes ready, killed if dropped; `protocol` is the
+    /// client's `GIT_PROTOCOL`.
+    pub fn git(&self, path: &Path, protocol: Option<&str>) -> Command {
+        let mut command = Command::new("git");
+        command
+            .env_remove("GIT_DIR")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .current_dir(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(protocol) = protocol.filter(|p| plausible_protocol(p)) {
+            command.env("GIT_PROTOCOL", protocol);
+        }
+        command
+    }
+
+    /// The `git upload-pack` arguments both transports use (before the directory).
+    pub fn upload_pack_config() -> [&'static str; 4] {
+        ["-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowReachableSHA1InWant=true"]
+    }
+
+    /// Prepares a push by `authorized`: the `git receive-pack` command (add `--stateless-rpc`
+    /// and the directory) and the run to report to.
+    pub fn receive_pack(
+        &self,
+        authorized: Authorized,
+        protocol: Option<&str>,
+    ) -> (Command, PushRun) {
+        let inner = &self.inner;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let policy = inner.scratch_dir.join(format!("{id}.policy"));
+        let report = inner.scratch_dir.join(format!("{id}.refs"));
+        let mut command = self.git(&authorized.path, protocol);
+        command
+            .arg("-c")
+            .arg(format!("core.hooksPath={}", inner.hooks_dir.display()))
+            .arg("-c")
+            .arg(format!("receive.maxInputSize={}", inner.options.max_push_bytes))
+            .args([
+                "-c",
+                "receive.fsckObjects=true",
+                "-c",
+                "receive.denyNonFastForwards=false",
+                "-c",
+                "receive.denyDeletes=false",
+                "-c",
+                "receive.denyCurrentBranch=ignore",
+                "receive-pack",
+            ])
+            .env(hooks::POLICY_ENV, &policy)
+            .env(hooks::MAX_BLOB_ENV, inner.options.max_blob_bytes.to_string())
+            .env(hooks::REPORT_ENV, &report);
+        (command, PushRun { service: self.clone(), authorized, policy, report })
+    }
+}
+
+/// Whether `GIT_PROTOCOL` holds something git could have sent.
+fn plausible_protocol(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 256
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"=:._-".contains(&b))
+}
+
+/// A push whose `git receive-pack` is running.
+#[derive(Debug)]
+pub struct PushRun {
+    service: GitService,
+    authorized: Authorized,
+    policy: PathBuf,
+    report: PathBuf,
+}
+
+impl PushRun {
+    /// Decides what branch protection says about `updates` and writes it where the pre-receive
+    /// hook reads it. Must complete before git receives the pack (so before the commands reach
+    /// git, or at least before their pack does).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the rules cannot be read or the verdicts written.
+    pub async fn decide(&self, updates: &[RefUpdate]) -> Result<(), Denial> {
+        let authorized = &self.authorized;
+        let mut conn = self.service.inner.accounts.database().get().await.map_err(internal)?;
+        let rules = protection::list(&mut conn, authorized.repo.id).await.map_err(internal)?;
+        drop(conn);
+        let mut verdicts = String::new();
+        for update in updates {
+            let Some(branch) = update.branch() else { continue };
+            let Some(rule) = protection::rule_for(&rules, branch) else { continue };
+            let refusal =
+                if rule.push_access == PushAccess::Admin && authorized.access < Access::Admin {
+                    Some(format!("{branch} is protected: only administrators may push to it"))
+                } else if update.is_delete() && !rule.allow_deletion {
+                    Some(format!("{branch} is protected: it cannot be deleted"))
+                } else {
+                    None
+                };
+            match refusal {
+                Some(refusal) => verdicts.push_str(&format!("deny\t{}\t{refusal}\n", update.name)),
+                None if !rule.allow_force_push => {
+                    verdicts.push_str(&format!("no-force\t{}\n", update.name));
+                }
+                None => {}
+            }
+        }
+        tokio::fs::write(&self.policy, verdicts).await.map_err(internal)
+    }
+
+    /// Cleans up after a push that ended before git could take it.
+    pub async fn discard(self) {
+        let _ = tokio::fs::remove_file(&self.policy).await;
+        let _ = tokio::fs::remove_file(&self.report).await;
+    }
+
+    /// After git exited: publishes the push event and records the repository's size, if any ref
+    /// moved.
+    pub async fn finish(self) {
+        let text = tokio::fs::read_to_string(&self.report).await.unwrap_or_default();
+        let _ = tokio::fs::remove_file(&self.report).await;
+        let _ = tokio::fs::remove_file(&self.policy).await;
+        let refs: Vec<RefChange> = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (old, new, name) = (fields.next()?, fields.next()?, fields.next()?);
+                Some(RefChange { name: name.to_owned(), old: old.to_owned(), new: new.to_owned() })
+            })
+            .collect();
+        if refs.is_empty() {
+            return;
+        }
+        let repo = &self.authorized.repo;
+        let (pusher_id, pusher) =
+            self.authorized.user.as_ref().map(|u| (u.id, u.username.clone())).unwrap_or_default();
+        let event = PushEvent {
+            id: uuid::Uuid::new_v4(),
+            repository_id: repo.id,
+            repository: format!("{}/{}", repo.owner, repo.name),
+            pusher_id,
+            pusher,
+            refs,
+            pushed_at: chrono::Utc::now(),
+        };
+        tracing::info!(repository = repo.id, event = %event.id, refs = event.refs.len(), "pushed");
+        let inner = &self.service.inner;
+        if let Err(error) = inner.events.record(&event).await {
+            tracing::error!(error = %error, "push event not recorded");
+        }
+        let path = self.authorized.path.clone();
+        let size = tokio::task::spawn_blocking(move || disk_usage(&path)).await.unwrap_or(0);
+        match inner.accounts.database().get().await {
+            Ok(mut conn) => {
+                if let Err(error) = records::record_push(&mut conn, repo.id, size).await {
+                    tracing::warn!(error = %error, "cannot record the repository's size");
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot record the repository's size"),
+        }
+    }
+}
+
+/// Collects what a git process says on stderr (bounded), for the log.
+pub fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        let mut text = Vec::new();
+        if let Some(stderr) = stderr {
+            let _ = stderr.take(64 * 1024).read_to_end(&mut text).await;
+        }
+        String::from_utf8_lossy(&text).trim().to_owned()
+    })
+}
+
+/// Waits for `child` (up to `timeout`, then kills it) and returns its exit code, logging how
+/// it ended.
+pub async fn supervise(
+    mut child: Child,
+    stderr: tokio::task::JoinHandle<String>,
+    timeout: Duration,
+    what: &'static str,
+) -> Option<i32> {
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        Ok(Err(error)) => {
+            tracing::error!(%error, what, "cannot wait for git");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(what, timeout_s = timeout.as_secs(), "git ran too long; stopped");
+            let _ = child.kill().await;
+            None
+        }
+    };
+    let stderr = stderr.await.unwrap_or_default();
+    match status {
+        Some(status) if status.success() => Some(0),
+        Some(status) => {
+            tracing::info!(what, %status, stderr, "git ended with an error");
+            Some(status.code().unwrap_or(128))
+        }
+        None => None,
+    }
+}
+
+/// The bytes of every file under `path`.
+fn disk_usage(path: &Path) -> i64 {
+    let mut total: u64 = 0;
+    let mut pending = vec![path.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) => total += meta.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    i64::try_from(total).unwrap_or(i64::MAX)
+}
