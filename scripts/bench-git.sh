@@ -4,7 +4,7 @@
 #
 # The repository is built from the Rust crate sources in cargo's registry (one commit per crate,
 # a few hundred commits and several hundred MB of source). Each operation runs BENCH_RUNS times
-# (default 5) per server, alternating; the table shows medians, and the peak resident memory of
+# (default 9) per server, alternating; the table shows medians, and the peak resident memory of
 # each server's own processes (gitserver; nginx and fcgiwrap), not of the git processes both
 # spawn.
 #
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 : "${PLATFORM_TEST_DATABASE_URL:?start the services first: scripts/services.sh start DIR && . DIR/env.sh}"
-runs=${BENCH_RUNS:-5}
+runs=${BENCH_RUNS:-9}
 
 for tool in nginx fcgiwrap; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
@@ -39,7 +39,7 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 peak_rss_mib() { # the sum of VmHWM over the given pids, in MiB
   local total=0 pid kib
   for pid in "$@"; do
@@ -161,7 +161,7 @@ time_fetch() { # url
   local dest=$work/fetch-$RANDOM$RANDOM start end
   cp -r "$work/behind.git" "$dest"
   start=$(now)
-  git -C "$dest" fetch --quiet "$1" main:main
+  git -C "$dest" fetch --quiet --update-head-ok "$1" main:main
   end=$(now)
   rm -rf "$dest"
   awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'
@@ -188,9 +188,9 @@ echo "repository: $count commits, ${tree_mib} MiB of files, ${pack_mib} MiB pack
 printf '| %-22s | %12s | %16s | %6s | %14s |\n' operation "gitserver (s)" "http-backend (s)" ratio "local floor (s)"
 printf '|%s|%s|%s|%s|%s|\n' "------------------------" "--------------" "------------------" "--------" "----------------"
 for op in full depth1 fetch; do
-  o=$(echo "${results[$op,ours]}" | tr ' ' '\n' | grep . | median)
-  t=$(echo "${results[$op,theirs]}" | tr ' ' '\n' | grep . | median)
-  f=$(echo "${results[$op,floor]:-}" | tr ' ' '\n' | grep . | median)
+  o=$(echo "${results[$op,ours]}" | tr ' ' '\n' | { grep . || true; } | median)
+  t=$(echo "${results[$op,theirs]}" | tr ' ' '\n' | { grep . || true; } | median)
+  f=$(echo "${results[$op,floor]:-}" | tr ' ' '\n' | { grep . || true; } | median)
   case $op in full) label="full clone" ;; depth1) label="clone --depth 1" ;; fetch) label="fetch of 20 commits" ;; esac
   printf '| %-22s | %12.2f | %16.2f | %5.2fx | %14s |\n' "$label" "$o" "$t" "$(awk -v a="$o" -v b="$t" 'BEGIN { print a / b }')" \
     "$( [ -n "$f" ] && printf '%.2f' "$f" || echo '-')"

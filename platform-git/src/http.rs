@@ -194,7 +194,7 @@ async fn info_refs(
         prefix.extend_from_slice(b"0000");
     }
     let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(prefix)) })
-        .chain(ReaderStream::new(stdout));
+        .chain(ReaderStream::with_capacity(stdout, STREAM_CHUNK_BYTES));
     let mut response = Body::from_stream(body).into_response();
     no_cache(
         &mut response,
@@ -243,10 +243,15 @@ async fn upload_pack(
         drop(stdin);
         transport::supervise(child, stderr, timeout, "upload-pack").await;
     });
-    let mut response = Body::from_stream(ReaderStream::new(stdout)).into_response();
+    let mut response =
+        Body::from_stream(ReaderStream::with_capacity(stdout, STREAM_CHUNK_BYTES)).into_response();
     no_cache(&mut response, "application/x-git-upload-pack-result");
     Ok(response)
 }
+
+/// How much of git's output is read at a time: packs are large, so fewer, bigger chunks cost
+/// less per byte than the 4 KiB default.
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 
 /// The largest command list read before the pack.
 const MAX_COMMANDS_BYTES: usize = 4 << 20;
@@ -333,7 +338,8 @@ async fn receive_pack(
         transport::supervise(child, stderr, timeout, "receive-pack").await;
         push.finish().await;
     });
-    let mut response = Body::from_stream(ReaderStream::new(stdout)).into_response();
+    let mut response =
+        Body::from_stream(ReaderStream::with_capacity(stdout, STREAM_CHUNK_BYTES)).into_response();
     no_cache(&mut response, "application/x-git-receive-pack-result");
     Ok(response)
 }

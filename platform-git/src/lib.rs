@@ -14,8 +14,10 @@
 //! - [`http`] serves git over smart HTTP with the real `git` binary, applying the push policy of
 //!   [`hooks`] and publishing one [`events::PushEvent`] per push; [`pktline`] reads git's framing.
 //!
-//! `platform-git` will also own an SSH server (russh) that runs only git commands, and reading
-//! refs, trees, blobs, commits and diffs with gix.
+//! - [`ssh`] serves the same over SSH (russh), running git commands and nothing else; both
+//!   transports share [`transport`].
+//!
+//! `platform-git` will also read refs, trees, blobs, commits and diffs with gix.
 //!
 //! It depends on `platform-storage` and `platform-core`.
 
@@ -29,6 +31,7 @@ pub mod permissions;
 pub mod pktline;
 pub mod protection;
 pub mod records;
+pub mod ssh;
 pub mod store;
 pub mod transport;
 

@@ -48,6 +48,18 @@ impl Default for GitOptions {
     }
 }
 
+impl From<&platform_core::config::GitLimitsConfig> for GitOptions {
+    /// The limits an operator configured (`APP_GIT_*`), with the defaults for the rest.
+    fn from(limits: &platform_core::config::GitLimitsConfig) -> Self {
+        Self {
+            max_push_bytes: limits.max_push_bytes,
+            max_blob_bytes: limits.max_file_bytes,
+            timeout: limits.timeout,
+            ..Self::default()
+        }
+    }
+}
+
 /// Who is asking, once their transport has checked their credentials.
 #[derive(Clone, Debug)]
 pub enum Identity {

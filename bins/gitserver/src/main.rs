@@ -8,6 +8,7 @@ use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
 use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
 use platform_git::events::PushEvents;
+use platform_git::ssh::{GitSsh, SshOptions};
 use platform_git::store::RepoStore;
 use platform_git::transport::{GitOptions, GitService};
 
@@ -15,11 +16,6 @@ use platform_git::transport::{GitOptions, GitService};
 async fn main() -> anyhow::Result<()> {
     let config = GitServerConfig::from_env()?;
     let _telemetry = platform_core::telemetry::init("gitserver", &config.telemetry)?;
-    tracing::info!(
-        fingerprint = config.ssh.host_key.fingerprint(),
-        ssh_addr = %config.ssh.addr,
-        "SSH host key loaded"
-    );
 
     let database = Database::connect(&config.database);
     database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
@@ -31,23 +27,26 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     let accounts = Accounts::without_sessions(database.clone(), redis.clone(), queue.clone());
     let events = PushEvents::new(database.clone(), queue.clone());
-    let options = GitOptions {
-        max_push_bytes: config.git_limits.max_push_bytes,
-        max_blob_bytes: config.git_limits.max_file_bytes,
-        timeout: config.git_limits.timeout,
-        ..GitOptions::default()
-    };
     // Hooks and push scratch files live beside the repositories, where every replica sees them.
     let state_dir = config.repos_root.join(".platform");
     let git = GitService::new(
         accounts,
         RepoStore::new(&config.repos_root),
         events.clone(),
-        options,
+        GitOptions::from(&config.git_limits),
         &state_dir,
     )
     .with_context(|| format!("cannot write {}", state_dir.display()))?;
     let relay = tokio::spawn(async move { events.relay(platform_core::shutdown::signal()).await });
+    let ssh = GitSsh::new(git.clone(), config.ssh.host_key.expose_pem(), SshOptions::default())?;
+    let ssh_listener = tokio::net::TcpListener::bind(config.ssh.addr)
+        .await
+        .with_context(|| format!("failed to listen on {} for SSH", config.ssh.addr))?;
+    tracing::info!(addr = %config.ssh.addr, fingerprint = ssh.fingerprint(), "serving git over SSH");
+    let ssh =
+        tokio::spawn(
+            async move { ssh.serve(ssh_listener, platform_core::shutdown::signal()).await },
+        );
 
     let shell = shell
         .with_routes(platform_git::http::router(git))
@@ -62,5 +61,6 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("failed to listen on {}", config.http.addr))?;
     shell.serve(listener, platform_core::shutdown::signal()).await?;
     relay.abort();
+    ssh.abort();
     Ok(())
 }

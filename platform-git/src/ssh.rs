@@ -1,0 +1,740 @@
+//! Git over SSH: a russh server that runs git commands and nothing else.
+//!
+//! Clients authenticate with a public key only; the key's SHA256 fingerprint names its owner in
+//! the accounts tables (the SSH user name, usually `git`, is ignored). Password and
+//! keyboard-interactive authentication are refused. Only modern algorithms are offered:
+//! curve25519 key exchange, Ed25519 and RSA-SHA2 keys, ChaCha20-Poly1305 and AES-GCM.
+//!
+//! A session may `exec` `git-upload-pack`, `git-receive-pack` or `git-upload-archive` with a
+//! repository path as git sends it (`'/owner/name.git'`, with or without the leading `/` and the
+//! `.git`), and set `GIT_PROTOCOL` (protocol v2). Everything else is refused: a shell prints a
+//! greeting and exits 1; ptys, other commands, other variables, subsystems (sftp), port and agent
+//! forwarding fail. Authorization, push policy and push events are those of
+//! [`crate::transport`], exactly as over HTTP.
+//!
+//! ```no_run
+//! # async fn run(service: platform_git::transport::GitService, host_key_pem: &str)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use platform_git::ssh::{GitSsh, SshOptions};
+//!
+//! let ssh = GitSsh::new(service, host_key_pem, SshOptions::default())?;
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:2222").await?;
+//! ssh.serve(listener, std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use platform_core::accounts::{UserRecord, ssh_keys, users};
+use russh::keys::{Algorithm, HashAlg, PrivateKey};
+use russh::server::{
+    self, Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Preferred};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::permissions::Access;
+use crate::pktline;
+use crate::transport::{self, Denial, GitService, Identity, PushRun};
+
+/// Limits of the SSH server.
+#[derive(Clone, Debug)]
+pub struct SshOptions {
+    /// How long a connection may take to authenticate.
+    pub auth_timeout: Duration,
+    /// How long a connection may stay silent.
+    pub idle_timeout: Duration,
+    /// How many channels one connection may open.
+    pub max_channels: usize,
+    /// How many connections are served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for SshOptions {
+    /// 30 s to authenticate, 10 minutes of silence, 4 channels, 512 connections.
+    fn default() -> Self {
+        Self {
+            auth_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            max_channels: 4,
+            max_connections: 512,
+        }
+    }
+}
+
+/// The error returned by [`GitSsh::new`].
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// The host key is not an OpenSSH private key.
+    #[error("the SSH host key cannot be read")]
+    HostKey(#[source] russh::keys::ssh_key::Error),
+    /// The host key is not Ed25519.
+    #[error("the SSH host key must be Ed25519, not {0}")]
+    HostKeyAlgorithm(String),
+}
+
+const KEX: &[russh::kex::Name] = &[
+    russh::kex::CURVE25519,
+    russh::kex::CURVE25519_PRE_RFC_8731,
+    // Without these two, no server-sig-algs and no strict key exchange (the Terrapin fix).
+    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
+    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+const KEYS: &[Algorithm] = &[
+    Algorithm::Ed25519,
+    Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
+    Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+];
+const CIPHERS: &[russh::cipher::Name] =
+    &[russh::cipher::CHACHA20_POLY1305, russh::cipher::AES_256_GCM, russh::cipher::AES_128_GCM];
+const MACS: &[russh::mac::Name] = &[russh::mac::HMAC_SHA512_ETM, russh::mac::HMAC_SHA256_ETM];
+const COMPRESSION: &[russh::compression::Name] = &[russh::compression::NONE];
+
+/// How many bytes from a client may wait for git's stdin, per channel.
+const STDIN_QUEUE_BYTES: usize = 8 << 20;
+
+/// The SSH server.
+#[derive(Clone)]
+pub struct GitSsh {
+    service: GitService,
+    config: Arc<server::Config>,
+    options: SshOptions,
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for GitSsh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSsh")
+            .field("fingerprint", &self.fingerprint)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GitSsh {
+    /// Prepares the server with the Ed25519 host key `host_key_pem` (OpenSSH form).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the key cannot be read or is not Ed25519.
+    pub fn new(
+        service: GitService,
+        host_key_pem: &str,
+        options: SshOptions,
+    ) -> Result<Self, SshError> {
+        let key = PrivateKey::from_openssh(host_key_pem).map_err(SshError::HostKey)?;
+        if key.algorithm() != Algorithm::Ed25519 {
+            return Err(SshError::HostKeyAlgorithm(key.algorithm().to_string()));
+        }
+        let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+        let config = server::Config {
+            methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+            auth_rejection_time: Duration::from_millis(300),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            max_auth_attempts: 6,
+            inactivity_timeout: Some(options.idle_timeout),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 3,
+            nodelay: true,
+            keys: vec![key],
+            preferred: Preferred {
+                kex: Cow::Borrowed(KEX),
+                key: Cow::Borrowed(KEYS),
+                host_key_certificates: Cow::Borrowed(&[]),
+                cipher: Cow::Borrowed(CIPHERS),
+                mac: Cow::Borrowed(MACS),
+                compression: Cow::Borrowed(COMPRESSION),
+            },
+            ..server::Config::default()
+        };
+        Ok(Self { service, config: Arc::new(config), options, fingerprint })
+    }
+
+    /// Returns the host key's SHA256 fingerprint, as `ssh-keygen -l` prints it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Serves connections from `listener` until `shutdown` completes, then disconnects every
+    /// session.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let connections = Arc::new(Semaphore::new(self.options.max_connections));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (socket, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot accept an SSH connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::warn!(%peer, limit = self.options.max_connections, "too many SSH connections; closing");
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            tokio::spawn(self.clone().connection(socket, peer, permit, stop.clone()));
+        }
+        stop.cancel();
+    }
+
+    async fn connection(
+        self,
+        socket: tokio::net::TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let authenticated = Arc::new(AtomicBool::new(false));
+        let handler = Connection {
+            service: self.service.clone(),
+            peer,
+            user: None,
+            authenticated: Arc::clone(&authenticated),
+            channels: HashMap::new(),
+            opened: 0,
+            max_channels: self.options.max_channels,
+        };
+        let session = match server::run_stream(Arc::clone(&self.config), socket, handler).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::debug!(%peer, error = %error, "SSH handshake failed");
+                return;
+            }
+        };
+        let handle = session.handle();
+        let auth_timeout = self.options.auth_timeout;
+        let watchdog = {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(auth_timeout).await;
+                if !authenticated.load(Ordering::Acquire) {
+                    tracing::info!(%peer, "SSH authentication timed out");
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "authentication timed out".to_owned(),
+                            String::new(),
+                        )
+                        .await;
+                }
+            })
+        };
+        tokio::select! {
+            result = session => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, error = %error, "SSH session ended with an error");
+                }
+            }
+            () = stop.cancelled() => {
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "server shutting down".to_owned(), String::new())
+                    .await;
+            }
+        }
+        watchdog.abort();
+    }
+}
+
+/// One SSH connection.
+struct Connection {
+    service: GitService,
+    peer: SocketAddr,
+    user: Option<UserRecord>,
+    authenticated: Arc<AtomicBool>,
+    channels: HashMap<ChannelId, Slot>,
+    opened: usize,
+    max_channels: usize,
+}
+
+/// A session channel waiting for its command.
+struct Slot {
+    channel: Channel<Msg>,
+    protocol: Option<String>,
+}
+
+impl Connection {
+    async fn user_of(
+        &self,
+        key: &russh::keys::PublicKey,
+    ) -> Result<Option<UserRecord>, russh::Error> {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let lookup = async {
+            let mut conn =
+                self.service.accounts().database().get().await.map_err(|e| e.to_string())?;
+            let Some(id) =
+                ssh_keys::owner_of(&mut conn, &fingerprint).await.map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            users::find_by_id(&mut conn, id).await.map_err(|e| e.to_string())
+        };
+        match lookup.await {
+            Ok(user) => Ok(user),
+            Err(error) => {
+                tracing::error!(peer = %self.peer, %error, "cannot look up an SSH key");
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn refuse() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+        partial_success: false,
+    }
+}
+
+impl server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, _user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        Ok(refuse())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(refuse())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.user_of(offer.public_key).await?.is_some() { Auth::Accept } else { refuse() })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.user_of(key.public_key).await? {
+            Some(user) => {
+                tracing::info!(peer = %self.peer, user = user.id, "SSH key accepted");
+                self.user = Some(user);
+                self.authenticated.store(true, Ordering::Release);
+                Ok(Auth::Accept)
+            }
+            None => Ok(refuse()),
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.opened >= self.max_channels {
+            reply.reject(russh::ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        self.opened += 1;
+        self.channels.insert(channel.id(), Slot { channel, protocol: None });
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host: &str,
+        _port: u32,
+        _originator: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _protocol: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _columns: u32,
+        _rows: u32,
+        _width: u32,
+        _height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::info!(peer = %self.peer, subsystem = name, "SSH subsystem refused");
+        session.channel_failure(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match self.channels.get_mut(&channel) {
+            Some(slot) if name == "GIT_PROTOCOL" => {
+                slot.protocol = Some(value.to_owned());
+                session.channel_success(channel)
+            }
+            _ => session.channel_failure(channel),
+        }
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let name = self.user.as_ref().map_or("there", |u| u.username.as_str());
+        let greeting = format!(
+            "Hi {name}! You've successfully authenticated, but shell access is not provided.\r\n"
+        );
+        self.channels.remove(&channel);
+        session.channel_success(channel)?;
+        session.extended_data(channel, 1, Bytes::from(greeting))?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(slot), Some(user)) = (self.channels.remove(&channel), self.user.clone()) else {
+            return session.channel_failure(channel);
+        };
+        let command = match GitCommand::parse(data) {
+            Ok(command) => command,
+            Err(message) => {
+                tracing::info!(peer = %self.peer, user = user.id, "SSH command refused");
+                session.channel_success(channel)?;
+                session.extended_data(channel, 1, Bytes::from(format!("fatal: {message}\n")))?;
+                session.exit_status_request(channel, 128)?;
+                session.eof(channel)?;
+                return session.close(channel);
+            }
+        };
+        session.channel_success(channel)?;
+        tokio::spawn(run(self.service.clone(), user, slot, command));
+        Ok(())
+    }
+}
+
+/// What git asked to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GitCommand {
+    program: Program,
+    owner: String,
+    repo: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Program {
+    UploadPack,
+    ReceivePack,
+    UploadArchive,
+}
+
+impl GitCommand {
+    /// Parses `git-upload-pack '/owner/name.git'` (or `git upload-pack ...`) as git sends it.
+    fn parse(data: &[u8]) -> Result<Self, String> {
+        let refused =
+            "only git-upload-pack, git-receive-pack and git-upload-archive are served here";
+        let text = std::str::from_utf8(data).map_err(|_| refused.to_owned())?.trim();
+        let (program, rest) = [
+            ("git-upload-pack ", Program::UploadPack),
+            ("git upload-pack ", Program::UploadPack),
+            ("git-receive-pack ", Program::ReceivePack),
+            ("git receive-pack ", Program::ReceivePack),
+            ("git-upload-archive ", Program::UploadArchive),
+            ("git upload-archive ", Program::UploadArchive),
+        ]
+        .into_iter()
+        .find_map(|(prefix, program)| text.strip_prefix(prefix).map(|rest| (program, rest)))
+        .ok_or_else(|| refused.to_owned())?;
+        let path = unquote(rest.trim()).ok_or_else(|| "malformed repository path".to_owned())?;
+        let path = path.trim_start_matches('/');
+        let mut parts = path.split('/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(owner), Some(repo), None) if !owner.is_empty() && !repo.is_empty() => {
+                Ok(Self { program, owner: owner.to_owned(), repo: repo.to_owned() })
+            }
+            _ => Err(format!("'{path}' is not a repository path; use owner/name.git")),
+        }
+    }
+}
+
+/// Undoes git's shell quoting of one argument (`'it'\''s'`), or takes a bare word as it is.
+fn unquote(argument: &str) -> Option<String> {
+    if !argument.starts_with('\'') {
+        return (!argument.contains(char::is_whitespace)).then(|| argument.to_owned());
+    }
+    let mut out = String::new();
+    let mut chars = argument.chars().peekable();
+    loop {
+        // Outside quotes: either a quoted run or an escaped character.
+        match chars.next() {
+            None => return Some(out),
+            Some('\'') => loop {
+                match chars.next()? {
+                    '\'' => break,
+                    c => out.push(c),
+                }
+            },
+            Some('\\') => out.push(chars.next()?),
+            Some(_) => return None,
+        }
+    }
+}
+
+/// Runs `command` for `user` on the channel, streaming both ways, then reports its exit.
+async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitCommand) {
+    let Slot { channel, protocol } = slot;
+    let (mut reader, writer) = channel.split();
+    let mut errors = writer.make_writer_ext(Some(1));
+    let needed = if command.program == Program::ReceivePack { Access::Write } else { Access::Read };
+    let identity = Identity::User { user: Box::new(user), scopes: None };
+    let authorized = match service.authorize(&command.owner, &command.repo, &identity, needed).await
+    {
+        Ok(authorized) => authorized,
+        Err(denial) => {
+            let message = match denial {
+                // A key always names a user; no credentials could do better.
+                Denial::NeedsCredentials | Denial::NotFound => {
+                    "repository not found, or you have no access to it".to_owned()
+                }
+                Denial::Forbidden(why) => why.to_owned(),
+                Denial::Internal(cause) => {
+                    tracing::error!(error = %cause, "SSH git request failed");
+                    "internal error".to_owned()
+                }
+            };
+            let _ = errors.write_all(format!("fatal: {message}\n").as_bytes()).await;
+            let _ = errors.flush().await;
+            let _ = writer.exit_status(128).await;
+            let _ = writer.eof().await;
+            let _ = writer.close().await;
+            return;
+        }
+    };
+    let protocol = protocol.as_deref();
+    let (mut git, push) = match command.program {
+        Program::UploadPack => {
+            let mut git = service.git(&authorized.path, protocol);
+            git.args(GitService::upload_pack_config()).args(["upload-pack", "."]);
+            (git, None)
+        }
+        Program::UploadArchive => {
+            let mut git = service.git(&authorized.path, None);
+            git.args(["upload-archive", "."]);
+            (git, None)
+        }
+        Program::ReceivePack => {
+            let (mut git, push) = service.receive_pack(authorized, protocol);
+            git.arg(".");
+            (git, Some(push))
+        }
+    };
+    let mut child = match git.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            tracing::error!(%error, "cannot start git");
+            let _ = errors.write_all(b"fatal: internal error\n").await;
+            let _ = writer.exit_status(128).await;
+            let _ = writer.close().await;
+            if let Some(push) = push {
+                push.discard().await;
+            }
+            return;
+        }
+    };
+    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return;
+    };
+
+    // The channel is drained into a queue bounded in bytes rather than piped straight into
+    // git: the session loop that delivers client data also sends git's output, so it must never
+    // wait on git.
+    let budget = Arc::new(Semaphore::new(STDIN_QUEUE_BYTES));
+    let (queue, mut queued) =
+        tokio::sync::mpsc::unbounded_channel::<(Bytes, OwnedSemaphorePermit)>();
+    let pump = tokio::spawn(async move {
+        while let Some(message) = reader.wait().await {
+            match message {
+                ChannelMsg::Data { data } => {
+                    let want = u32::try_from(data.len().min(STDIN_QUEUE_BYTES)).unwrap_or(u32::MAX);
+                    let Ok(permit) = Arc::clone(&budget).acquire_many_owned(want).await else {
+                        break;
+                    };
+                    if queue.send((data, permit)).is_err() {
+                        break;
+                    }
+                }
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+    });
+    let feed = tokio::spawn(async move {
+        let mut decided = push.is_none();
+        let mut head = Vec::new();
+        let mut push = push;
+        while let Some((data, _permit)) = queued.recv().await {
+            if !decided {
+                // A push's commands come first: the policy is decided before git reads them.
+                head.extend_from_slice(&data);
+                match pktline::parse_commands(&head) {
+                    Ok(Some((updates, _))) => {
+                        if let Some(push) = &push
+                            && let Err(denial) = push.decide(&updates).await
+                        {
+                            tracing::error!(?denial, "cannot decide the push policy");
+                            break;
+                        }
+                        decided = true;
+                        if stdin.write_all(&head).await.is_err() {
+                            break;
+                        }
+                        head = Vec::new();
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        // Not a push git would understand: let git say so.
+                        decided = true;
+                        if stdin.write_all(&head).await.is_err() {
+                            break;
+                        }
+                        head = Vec::new();
+                    }
+                }
+                continue;
+            }
+            if stdin.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        drop(stdin);
+        (push.take(), decided)
+    });
+    let mut output = writer.make_writer();
+    let _ = tokio::join!(
+        tokio::io::copy(&mut stdout, &mut output),
+        tokio::io::copy(&mut stderr, &mut errors),
+    );
+    let _ = output.flush().await;
+    let _ = errors.flush().await;
+    let stderr_text = tokio::spawn(async { String::new() });
+    let code = transport::supervise(child, stderr_text, service.options().timeout, "git over SSH")
+        .await
+        .unwrap_or(128);
+    pump.abort();
+    match feed.await {
+        Ok((Some(push), true)) => finish(push).await,
+        Ok((Some(push), false)) => push.discard().await,
+        _ => {}
+    }
+    let _ = writer.eof().await;
+    let _ = writer.exit_status(u32::try_from(code).unwrap_or(128)).await;
+    let _ = writer.close().await;
+}
+
+async fn finish(push: PushRun) {
+    push.finish().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_parsed_as_git_sends_them() {
+        let parsed = GitCommand::parse(b"git-upload-pack '/ada/engine.git'").expect("valid");
+        assert_eq!(parsed.program, Program::UploadPack);
+        assert_eq!((parsed.owner.as_str(), parsed.repo.as_str()), ("ada", "engine.git"));
+        let parsed = GitCommand::parse(b"git receive-pack 'ada/engine'").expect("valid");
+        assert_eq!(parsed.program, Program::ReceivePack);
+        assert_eq!(parsed.repo, "engine");
+        let parsed = GitCommand::parse(b"git-upload-archive ada/engine.git").expect("valid");
+        assert_eq!(parsed.program, Program::UploadArchive);
+        assert_eq!(unquote(r"'it'\''s'").as_deref(), Some("it's"));
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for command in [
+            &b"rm -rf /"[..],
+            b"git-upload-pack '/ada/engine.git'; rm -rf /",
+            b"git-upload-pack '../../etc'",
+            b"git-upload-pack '/a/b/c'",
+            b"sh -c 'git-upload-pack x/y'",
+            b"git-upload-pack",
+            b"\xff\xfe",
+        ] {
+            assert!(GitCommand::parse(command).is_err(), "{}", String::from_utf8_lossy(command));
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Git over SSH with the OpenSSH client and the real `git`, against real PostgreSQL and Redis.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use platform_core::accounts::{Accounts, Scope, access_tokens, password, ssh_keys, users};
+use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
+use platform_core::db::{CORE_MIGRATIONS, Database};
+use platform_core::queue::{ConsumerOptions, Job, JobError, Queue, QueueOptions};
+use platform_core::redis::Redis;
+use platform_core::telemetry::Metrics;
+use platform_git::GIT_MIGRATIONS;
+use platform_git::api::RepoApi;
+use platform_git::events::{PUSH_STREAM, PushEvent, PushEvents};
+use platform_git::ssh::{GitSsh, SshOptions};
+use platform_git::store::RepoStore;
+use platform_git::transport::{GitOptions, GitService};
+use platform_test_support::{eventually, fresh_database, service_env, unique_name};
+use serde_json::json;
+
+struct Member {
+    name: String,
+    token: String,
+    /// The private key file `ssh -i` uses.
+    key: PathBuf,
+}
+
+struct Server {
+    api: String,
+    ssh_port: u16,
+    host_fingerprint: String,
+    database: Database,
+    queue: Queue,
+    scratch: PathBuf,
+    repos_root: PathBuf,
+    password_hash: String,
+    http: reqwest::Client,
+}
+
+fn ssh_keygen(path: &Path, kind: &[&str]) -> anyhow::Result<String> {
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-C", "test"])
+        .args(kind)
+        .arg("-f")
+        .arg(path)
+        .status()?;
+    anyhow::ensure!(status.success(), "ssh-keygen failed");
+    Ok(std::fs::read_to_string(path.with_extension("pub"))?)
+}
+
+impl Server {
+    async fn start() -> anyhow::Result<Self> {
+        let url = fresh_database().await?;
+        let vars = HashMap::from([
+            ("APP_DATABASE_URL".to_owned(), url),
+            ("APP_REDIS_URL".to_owned(), service_env("PLATFORM_TEST_REDIS_URL")),
+            (
+                "APP_SESSION_SECRET".to_owned(),
+                "a-session-secret-for-the-git-ssh-tests-01234".to_owned(),
+            ),
+        ]);
+        let mut env = EnvReader::new(&vars);
+        let read = (
+            DatabaseConfig::read(&mut env),
+            RedisConfig::read(&mut env),
+            SessionConfig::read(&mut env),
+        );
+        let (database_config, redis_config, session) = env.finish(read)?;
+        let database = Database::connect(&database_config);
+        database.migrate_all([CORE_MIGRATIONS, GIT_MIGRATIONS]).await?;
+        let namespace = unique_name("ssh");
+        let options = QueueOptions { namespace: namespace.clone(), ..QueueOptions::default() };
+        let queue = Queue::redis(&redis_config, options, &Metrics::new("test"))?;
+        let accounts = Accounts::new(
+            database.clone(),
+            Redis::connect(&redis_config)?,
+            queue.clone(),
+            &session,
+        )?
+        .with_namespace(namespace);
+        let scratch = std::env::temp_dir().join(unique_name("git-ssh"));
+        std::fs::create_dir_all(&scratch)?;
+        let repos_root = scratch.join("repos");
+        let store = RepoStore::new(&repos_root);
+        let events = PushEvents::new(database.clone(), queue.clone());
+        let service = GitService::new(
+            accounts.clone(),
+            store.clone(),
+            events,
+            GitOptions::default(),
+            &scratch.join("state"),
+        )?;
+        let host_key = scratch.join("host_key");
+        ssh_keygen(&host_key, &["-t", "ed25519"])?;
+        let ssh =
+            GitSsh::new(service, &std::fs::read_to_string(&host_key)?, SshOptions::default())?;
+        let host_fingerprint = ssh.fingerprint().to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let ssh_port = listener.local_addr()?.port();
+        tokio::spawn(async move { ssh.serve(listener, std::future::pending()).await });
+
+        let api = RepoApi::new(accounts, store, "http://git.example.com".parse()?);
+        let router = platform_git::api::api(api).split_for_parts().0;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        });
+        Ok(Self {
+            api,
+            ssh_port,
+            host_fingerprint,
+            database,
+            queue,
+            scratch,
+            repos_root,
+            password_hash: password::hash("correct horse battery")?,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// A user with an SSH key (Ed25519 unless `kind` says otherwise) and an all-scope token.
+    async fn member(&self, name: &str) -> anyhow::Result<Member> {
+        let key = self.scratch.join(format!("{name}_key"));
+        let public = ssh_keygen(&key, &["-t", "ed25519"])?;
+        let mut conn = self.database.get().await?;
+        let user =
+            users::create(&mut conn, name, &format!("{name}@example.com"), &self.password_hash)
+                .await?;
+        let parsed = ssh_keys::parse(&public).map_err(anyhow::Error::msg)?;
+        ssh_keys::add(&mut conn, user.id, "laptop", &parsed).await?;
+        let (token, _) =
+            access_tokens::create(&mut conn, user.id, "tests", &[Scope::Admin], None).await?;
+        Ok(Member { name: name.to_owned(), token, key })
+    }
+
+    async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+        as_: &Member,
+    ) -> anyhow::Result<u16> {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(&as_.token)
+            .json(&body)
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+
+    async fn create_repo(&self, owner: &Member, name: &str, private: bool) -> anyhow::Result<()> {
+        let status = self
+            .api(
+                reqwest::Method::POST,
+                "/api/repos",
+                json!({"name": name, "private": private}),
+                owner,
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "creating {name}: {status}");
+        Ok(())
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.scratch.join("known_hosts")
+    }
+
+    /// The `ssh` command line git should use, as `member`.
+    fn ssh_command(&self, member: &Member) -> String {
+        format!(
+            "ssh -p {} -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new \
+             -o UserKnownHostsFile={} -o LogLevel=ERROR",
+            self.ssh_port,
+            member.key.display(),
+            self.known_hosts().display()
+        )
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("ssh://git@127.0.0.1:{}/{repo}.git", self.ssh_port)
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.scratch.join(unique_name(name))
+    }
+
+    fn disk(&self, repo: &str) -> String {
+        self.repos_root.join(format!("{repo}.git")).to_string_lossy().into_owned()
+    }
+}
+
+fn git_as(
+    server: &Server,
+    member: &Member,
+    args: &[&str],
+    cwd: Option<&Path>,
+) -> anyhow::Result<Output> {
+    let mut command = std::process::Command::new("git");
+    command
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .env("GIT_SSH_COMMAND", server.ssh_command(member))
+        .env("GIT_TERMINAL_PROMPT", "0");
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    Ok(command.output()?)
+}
+
+fn ok(output: Output) -> anyhow::Result<String> {
+    anyhow::ensure!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn local_git(args: &[&str], cwd: &Path) -> anyhow::Result<String> {
+    let output = std::process::Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(cwd)
+        .output()?;
+    ok(output)
+}
+
+fn working_copy(dir: &Path, commits: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    local_git(&["init", "--quiet", "--initial-branch=main"], dir)?;
+    for i in 0..commits {
+        std::fs::write(dir.join(format!("file{i}.txt")), format!("content {i}\n"))?;
+        local_git(&["add", "."], dir)?;
+        local_git(&["commit", "--quiet", "-m", &format!("commit {i}")], dir)?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clone_fetch_and_push_over_ssh() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let ada = server.member("ada").await?;
+    server.create_repo(&ada, "engine", true).await?;
+    let work = server.dir("work");
+    working_copy(&work, 3)?;
+    let url = server.url("ada/engine");
+    ok(git_as(&server, &ada, &["push", "--quiet", &url, "main"], Some(&work))?)?;
+
+    // The host key the client recorded is the configured one.
+    let scan = std::process::Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(server.known_hosts())
+        .output()?;
+    let recorded = String::from_utf8(scan.stdout)?;
+    assert!(
+        recorded.contains(&server.host_fingerprint),
+        "{recorded} vs {}",
+        server.host_fingerprint
+    );
+
+    for (protocol, path) in [("2", "/ada/engine.git"), ("0", "ada/engine")] {
+        let clone = server.dir("clone").to_string_lossy().into_owned();
+        let url =
+            format!("ssh://git@127.0.0.1:{}/{}", server.ssh_port, path.trim_start_matches('/'));
+        let mut command = std::process::Command::new("git");
+        command
+            .args(["-c", &format!("protocol.version={protocol}"), "clone", "--quiet", &url, &clone])
+            .env("GIT_SSH_COMMAND", server.ssh_command(&ada))
+            .env("GIT_TRACE_PACKET", "1");
+        let output = command.output()?;
+        assert!(output.status.success(), "v{protocol}: {}", stderr(&output));
+        if protocol == "2" {
+            assert!(stderr(&output).contains("< version 2"), "{}", stderr(&output));
+        }
+        assert_eq!(
+            local_git(&["rev-parse", "HEAD"], Path::new(&clone))?,
+            local_git(&["rev-parse", "HEAD"], &work)?
+        );
+    }
+
+    // Fetch, push a tag and a branch, delete the branch; git archive through upload-archive.
+    let clone = server.dir("clone");
+    ok(git_as(&server, &ada, &["clone", "--quiet", &url, &clone.to_string_lossy()], None)?)?;
+    std::fs::write(work.join("more.txt"), "more\n")?;
+    local_git(&["add", "."], &work)?;
+    local_git(&["commit", "--quiet", "-m", "more"], &work)?;
+    local_git(&["tag", "v1"], &work)?;
+    ok(git_as(
+        &server,
+        &ada,
+        &["push", "--quiet", &url, "main", "main:topic", "--tags"],
+        Some(&work),
+    )?)?;
+    ok(git_as(
+        &server,
+        &ada,
+        &["-c", "protocol.version=2", "fetch", "--quiet", "--tags", "origin"],
+        Some(&clone),
+    )?)?;
+    assert_eq!(
+        local_git(&["rev-parse", "origin/topic"], &clone)?,
+        local_git(&["rev-parse", "HEAD"], &work)?
+    );
+    ok(git_as(&server, &ada, &["push", "--quiet", &url, "--delete", "topic"], Some(&work))?)?;
+    let archive = git_as(
+        &server,
+        &ada,
+        &["archive", "--remote", &url, "--format=tar", "main", "more.txt"],
+        None,
+    )?;
+    assert!(archive.status.success(), "{}", stderr(&archive));
+    assert!(archive.stdout.windows(4).any(|w| w == b"more"), "the archive holds the file");
+    local_git(
+        &["--git-dir", &server.disk("ada/engine"), "fsck", "--strict", "--no-progress"],
+        &work,
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protected_branches_and_the_authorization_matrix_hold_over_ssh() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let owner = server.member("owner").await?;
+    let stranger = server.member("stranger").await?;
+    let reader = server.member("reader").await?;
+    let writer = server.member("writer").await?;
+    let work = server.dir("work");
+    working_copy(&work, 2)?;
+    for (name, private) in [("public", false), ("private", true)] {
+        server.create_repo(&owner, name, private).await?;
+        for (member, role) in [(&reader, "read"), (&writer, "write")] {
+            let path = format!("/api/repos/owner/{name}/collaborators/{}", member.name);
+            assert_eq!(
+                server.api(reqwest::Method::PUT, &path, json!({"role": role}), &owner).await?,
+                201
+            );
+        }
+        ok(git_as(
+            &server,
+            &owner,
+            &["push", "--quiet", &server.url(&format!("owner/{name}")), "main"],
+            Some(&work),
+        )?)?;
+    }
+
+    let mut failures = Vec::new();
+    let mut branch = 0;
+    for (who, member, may_read_private, may_write) in [
+        ("stranger", &stranger, false, false),
+        ("reader", &reader, true, false),
+        ("writer", &writer, true, true),
+        ("owner", &owner, true, true),
+    ] {
+        for (name, private) in [("public", false), ("private", true)] {
+            let url = server.url(&format!("owner/{name}"));
+            let clone = server.dir("clone").to_string_lossy().into_owned();
+            let cloned = git_as(&server, member, &["clone", "--quiet", &url, &clone], None)?;
+            let may_read = !private || may_read_private;
+            if cloned.status.success() != may_read {
+                failures.push(format!("{who} clone {name}: {}", stderr(&cloned)));
+            }
+            branch += 1;
+            let pushed = git_as(
+                &server,
+                member,
+                &["push", "--quiet", &url, &format!("main:refs/heads/b{branch}")],
+                Some(&work),
+            )?;
+            if pushed.status.success() != may_write {
+                failures.push(format!("{who} push {name}: {}", stderr(&pushed)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // An unknown key gets nowhere.
+    let outsider_key = server.scratch.join("outsider_key");
+    ssh_keygen(&outsider_key, &["-t", "ed25519"])?;
+    let outsider = Member { name: "outsider".to_owned(), token: String::new(), key: outsider_key };
+    let refused = git_as(&server, &outsider, &["ls-remote", &server.url("owner/public")], None)?;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("Permission denied (publickey)"), "{}", stderr(&refused));
+
+    // Branch protection, with our message.
+    let rules = "/api/repos/owner/public/protected-branches";
+    assert_eq!(
+        server.api(reqwest::Method::POST, rules, json!({"pattern": "main"}), &owner).await?,
+        201
+    );
+    local_git(&["reset", "--quiet", "--hard", "HEAD~1"], &work)?;
+    std::fs::write(work.join("rewrite.txt"), "rewrite\n")?;
+    local_git(&["add", "."], &work)?;
+    local_git(&["commit", "--quiet", "-m", "rewrite"], &work)?;
+    let before =
+        local_git(&["--git-dir", &server.disk("owner/public"), "rev-parse", "main"], &work)?;
+    let forced = git_as(
+        &server,
+        &owner,
+        &["push", "--force", &server.url("owner/public"), "main"],
+        Some(&work),
+    )?;
+    assert!(!forced.status.success());
+    assert!(
+        stderr(&forced)
+            .contains("remote: error: refs/heads/main is protected: force pushes are not allowed"),
+        "{}",
+        stderr(&forced)
+    );
+    let deleted = git_as(
+        &server,
+        &writer,
+        &["push", &server.url("owner/public"), "--delete", "main"],
+        Some(&work),
+    )?;
+    assert!(
+        stderr(&deleted).contains("remote: error: main is protected: it cannot be deleted"),
+        "{}",
+        stderr(&deleted)
+    );
+    assert_eq!(
+        local_git(&["--git-dir", &server.disk("owner/public"), "rev-parse", "main"], &work)?,
+        before
+    );
+    Ok(())
+}
+
+fn ssh_as(server: &Server, member: &Member, extra: &[&str]) -> anyhow::Result<Output> {
+    let mut command = std::process::Command::new("ssh");
+    command
+        .args(["-p", &server.ssh_port.to_string(), "-i"])
+        .arg(&member.key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", server.known_hosts().display()))
+        .args(extra)
+        .stdin(std::process::Stdio::null());
+    Ok(command.output()?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shells_ptys_forwarding_sftp_and_other_commands_are_refused() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let ada = server.member("ada").await?;
+    let marker = server.scratch.join("marker");
+
+    let shell = ssh_as(&server, &ada, &["git@127.0.0.1"])?;
+    assert_eq!(shell.status.code(), Some(1), "{}", stderr(&shell));
+    assert!(
+        stderr(&shell).contains(
+            "Hi ada! You've successfully authenticated, but shell access is not provided."
+        ),
+        "{}",
+        stderr(&shell)
+    );
+    let pty = ssh_as(&server, &ada, &["-tt", "git@127.0.0.1"])?;
+    assert_ne!(pty.status.code(), Some(0));
+
+    let command = format!("touch {}", marker.display());
+    for args in [
+        vec!["git@127.0.0.1", "rm -rf /"],
+        vec!["git@127.0.0.1", command.as_str()],
+        vec!["git@127.0.0.1", "git-upload-pack '/ada/x.git'; touch /tmp/never"],
+        vec!["-s", "git@127.0.0.1", "sftp"],
+    ] {
+        let output = ssh_as(&server, &ada, &args)?;
+        assert!(!output.status.success(), "{args:?} succeeded");
+    }
+    assert!(!marker.exists(), "a refused command ran");
+
+    // Port forwarding: the tunnel is refused and nothing listens.
+    let forward_port = platform_test_support::free_port();
+    let forward = ssh_as(
+        &server,
+        &ada,
+        &[
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            &format!("{forward_port}:127.0.0.1:22"),
+            "git@127.0.0.1",
+            "git-upload-pack 'ada/none'",
+        ],
+    )?;
+    assert!(!forward.status.success());
+    let remote = ssh_as(
+        &server,
+        &ada,
+        &["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:22", "-N", "git@127.0.0.1"],
+    )?;
+    assert!(!remote.status.success(), "{}", stderr(&remote));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_clones_and_one_event_per_push() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let ada = server.member("ada").await?;
+    server.create_repo(&ada, "engine", false).await?;
+    let received = Arc::new(Mutex::new(Vec::<PushEvent>::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let consumer = {
+        let (queue, sink, until) =
+            (server.queue.clone(), received.clone(), stop.clone().cancelled_owned());
+        tokio::spawn(async move {
+            let handler = move |job: Job<PushEvent>| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().expect("not poisoned").push(job.payload);
+                    Ok::<(), JobError>(())
+                }
+            };
+            queue.consume(PUSH_STREAM, "tests", ConsumerOptions::default(), handler, until).await
+        })
+    };
+    let work = server.dir("work");
+    working_copy(&work, 5)?;
+    let url = server.url("ada/engine");
+    ok(git_as(&server, &ada, &["push", "--quiet", &url, "main"], Some(&work))?)?;
+    ok(git_as(&server, &ada, &["push", "--quiet", &url, "main:one", "main:two"], Some(&work))?)?;
+
+    let ssh_command = server.ssh_command(&ada);
+    let clones: Vec<_> = (0..20)
+        .map(|_| {
+            let (url, ssh_command) = (url.clone(), ssh_command.clone());
+            let target = server.dir("clone");
+            std::thread::spawn(move || {
+                std::process::Command::new("git")
+                    .args(["clone", "--quiet", &url])
+                    .arg(&target)
+                    .env("GIT_SSH_COMMAND", ssh_command)
+                    .output()
+            })
+        })
+        .collect();
+    for clone in clones {
+        let output = clone.join().expect("clone thread")?;
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+
+    eventually("two push events", Duration::from_secs(20), || {
+        received.lock().expect("not poisoned").len() >= 2
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    consumer.await??;
+    let events = received.lock().expect("not poisoned").clone();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].pusher, "ada");
+    assert_eq!(events[0].refs.len(), 1);
+    let mut names: Vec<&str> = events[1].refs.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["refs/heads/one", "refs/heads/two"]);
+    Ok(())
+}
