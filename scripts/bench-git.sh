@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Git over HTTP: gitserver against git's own http-backend behind nginx + fcgiwrap, on the same
-# repository in the same run, with a local `git clone --no-local` as the floor.
+# Git over HTTP and SSH: gitserver against git's own http-backend behind nginx + fcgiwrap, and
+# against OpenSSH's sshd running git-shell, on the same repository in the same run, with a local
+# `git clone --no-local` as the floor. Both SSH servers are driven by the same OpenSSH client with
+# the same cipher (chacha20-poly1305) and key.
 #
 # The repository is built from the Rust crate sources in cargo's registry (one commit per crate,
 # a few hundred commits and several hundred MB of source). Each operation runs BENCH_RUNS times
@@ -15,9 +17,10 @@ root=$(pwd)
 : "${PLATFORM_TEST_DATABASE_URL:?start the services first: scripts/services.sh start DIR && . DIR/env.sh}"
 runs=${BENCH_RUNS:-9}
 
-for tool in nginx fcgiwrap; do
+for tool in nginx fcgiwrap sshd; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx fcgiwrap >/dev/null
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx fcgiwrap openssh-server >/dev/null
   }
 done
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
@@ -77,9 +80,11 @@ database=bench_git_$$
 psql "$PLATFORM_TEST_DATABASE_URL" -qc "CREATE DATABASE $database" >/dev/null
 db_url="${PLATFORM_TEST_DATABASE_URL%/*}/$database"
 ssh-keygen -q -t ed25519 -N "" -f "$work/host_key"
+ssh-keygen -q -t ed25519 -N "" -f "$work/client_key"
 our_port=$(free_port)
+our_ssh_port=$(free_port)
 APP_HTTP_ADDR=127.0.0.1:$our_port APP_DATABASE_URL=$db_url APP_REDIS_URL=$PLATFORM_TEST_REDIS_URL \
-APP_DOMAIN_URL=http://127.0.0.1:$our_port APP_REPOS_ROOT=$repos APP_SSH_PORT=$(free_port) \
+APP_DOMAIN_URL=http://127.0.0.1:$our_port APP_REPOS_ROOT=$repos APP_SSH_PORT=$our_ssh_port \
 APP_SSH_SERVER_PRIVATE_KEY=$(od -An -v -tx1 <"$work/host_key" | tr -d ' \n') APP_LOG_LEVEL=warn \
   "$root/target/release/gitserver" >"$work/gitserver.log" 2>&1 &
 gitserver_pid=$!
@@ -89,7 +94,32 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 psql "$db_url" -qc "INSERT INTO users (username, email, password_hash) VALUES ('bench', 'bench@example.com', 'none');
-  INSERT INTO repositories (owner_id, name, default_branch) SELECT id, 'registry', 'main' FROM users;" >/dev/null
+  INSERT INTO repositories (owner_id, name, default_branch) SELECT id, 'registry', 'main' FROM users;
+  INSERT INTO ssh_keys (user_id, name, public_key, fingerprint) SELECT id, 'bench',
+    '$(cut -d' ' -f1,2 "$work/client_key.pub")', '$(ssh-keygen -lf "$work/client_key.pub" | cut -d' ' -f2)' FROM users;" >/dev/null
+
+# OpenSSH's sshd running git-shell, on a loopback port with its own configuration.
+sshd_port=$(free_port)
+cp "$work/client_key.pub" "$work/authorized_keys"
+mkdir -p /run/sshd 2>/dev/null || true
+cat >"$work/sshd_config" <<SSHD
+Port $sshd_port
+ListenAddress 127.0.0.1
+HostKey $work/host_key
+PidFile $work/sshd.pid
+AuthorizedKeysFile $work/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+ForceCommand git-shell -c "\$SSH_ORIGINAL_COMMAND"
+SSHD
+sshd=$(command -v sshd || echo /usr/sbin/sshd)
+"$sshd" -D -e -f "$work/sshd_config" 2>"$work/sshd.log" &
+pids+=($!)
+ssh_client="ssh -i $work/client_key -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no \
+  -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -c chacha20-poly1305@openssh.com"
 
 # git http-backend behind nginx and fcgiwrap.
 their_port=$(free_port)
@@ -137,8 +167,11 @@ server_pids() { # a master process and the workers it forked
 
 ours=http://127.0.0.1:$our_port/bench/registry.git
 theirs=http://127.0.0.1:$their_port/bench/registry.git
-git ls-remote "$ours" >/dev/null
-git ls-remote "$theirs" >/dev/null
+ours_ssh=ssh://git@127.0.0.1:$our_ssh_port/bench/registry.git
+theirs_ssh=ssh://$(id -un)@127.0.0.1:$sshd_port$repos/bench/registry.git
+export GIT_SSH_COMMAND=$ssh_client
+sleep 0.5
+for url in "$ours" "$theirs" "$ours_ssh" "$theirs_ssh"; do git ls-remote "$url" >/dev/null; done
 
 # A clone twenty commits behind, copied before each incremental fetch.
 git clone --quiet --bare --no-local "$source_repo" "$work/behind.git"
@@ -170,7 +203,7 @@ time_fetch() { # url
 declare -A results
 for run in $(seq 1 "$runs"); do
   echo "run $run of $runs..." >&2
-  for side in ours theirs; do
+  for side in ours theirs ours_ssh theirs_ssh; do
     url=${!side}
     results[full,$side]+="$(time_clone "$url") "
     results[depth1,$side]+="$(time_clone "$url" --depth 1) "
@@ -185,14 +218,23 @@ our_rss=$(peak_rss_mib "$gitserver_pid")
 their_rss=$(peak_rss_mib $(server_pids "$(cat "$work/nginx.pid")") $(server_pids "$fcgiwrap_pid"))
 echo
 echo "repository: $count commits, ${tree_mib} MiB of files, ${pack_mib} MiB packed; git $(git --version | cut -d' ' -f3); median of $runs runs"
-printf '| %-22s | %12s | %16s | %6s | %14s |\n' operation "gitserver (s)" "http-backend (s)" ratio "local floor (s)"
-printf '|%s|%s|%s|%s|%s|\n' "------------------------" "--------------" "------------------" "--------" "----------------"
-for op in full depth1 fetch; do
-  o=$(echo "${results[$op,ours]}" | tr ' ' '\n' | { grep . || true; } | median)
-  t=$(echo "${results[$op,theirs]}" | tr ' ' '\n' | { grep . || true; } | median)
-  f=$(echo "${results[$op,floor]:-}" | tr ' ' '\n' | { grep . || true; } | median)
-  case $op in full) label="full clone" ;; depth1) label="clone --depth 1" ;; fetch) label="fetch of 20 commits" ;; esac
-  printf '| %-22s | %12.2f | %16.2f | %5.2fx | %14s |\n' "$label" "$o" "$t" "$(awk -v a="$o" -v b="$t" 'BEGIN { print a / b }')" \
-    "$( [ -n "$f" ] && printf '%.2f' "$f" || echo '-')"
-done
-printf '| %-22s | %12s | %16s | %6s | %14s |\n' "peak RSS of the server" "${our_rss} MiB" "${their_rss} MiB" "" ""
+table() { # our side, their side, our title, their title
+  printf '| %-22s | %14s | %22s | %6s | %14s |\n' operation "$3 (s)" "$4 (s)" ratio "local floor (s)"
+  printf '|%s|%s|%s|%s|%s|\n' "------------------------" "----------------" "------------------------" "--------" "----------------"
+  local op o t f label
+  for op in full depth1 fetch; do
+    o=$(echo "${results[$op,$1]}" | tr ' ' '\n' | { grep . || true; } | median)
+    t=$(echo "${results[$op,$2]}" | tr ' ' '\n' | { grep . || true; } | median)
+    f=$(echo "${results[$op,floor]:-}" | tr ' ' '\n' | { grep . || true; } | median)
+    case $op in full) label="full clone" ;; depth1) label="clone --depth 1" ;; fetch) label="fetch of 20 commits" ;; esac
+    printf '| %-22s | %14.2f | %22.2f | %5.2fx | %14s |\n' "$label" "$o" "$t" \
+      "$(awk -v a="$o" -v b="$t" 'BEGIN { print a / b }')" "$( [ -n "$f" ] && printf '%.2f' "$f" || echo '-')"
+  done
+}
+echo
+echo "HTTP"
+table ours theirs "gitserver" "http-backend + nginx"
+printf '| %-22s | %14s | %22s | %6s | %14s |\n' "peak RSS of the server" "${our_rss} MiB" "${their_rss} MiB" "" ""
+echo
+echo "SSH (the same OpenSSH client, key and cipher, chacha20-poly1305, for both)"
+table ours_ssh theirs_ssh "gitserver" "sshd + git-shell"
