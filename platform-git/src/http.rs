@@ -20,7 +20,7 @@
 //! access (and, with a token, `repo:write`).
 //!
 //! Before refs move, the push policy (see [`crate::hooks`]) applies branch protection and the
-//! size limits; after, one [`PushEvent`] per push goes to the queue (see [`crate::events`]), and
+//! size limits; after, one [`PushEvent`](crate::events::PushEvent) per push goes to the queue (see [`crate::events`]), and
 //! the repository's size and last push time are recorded.
 
 use axum::Router;

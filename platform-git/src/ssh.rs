@@ -199,6 +199,16 @@ impl GitSsh {
         _permit: OwnedSemaphorePermit,
         stop: tokio_util::sync::CancellationToken,
     ) {
+        // A second handle on the socket, to cut off a client that does not authenticate in
+        // time: russh runs the session in a task of its own, which only the socket can stop.
+        let Some((socket, killer)) = socket
+            .into_std()
+            .and_then(|socket| Ok((socket.try_clone()?, socket)))
+            .and_then(|(killer, socket)| Ok((tokio::net::TcpStream::from_std(socket)?, killer)))
+            .ok()
+        else {
+            return;
+        };
         let authenticated = Arc::new(AtomicBool::new(false));
         let handler = Connection {
             service: self.service.clone(),
@@ -209,31 +219,28 @@ impl GitSsh {
             opened: 0,
             max_channels: self.options.max_channels,
         };
-        let session = match server::run_stream(Arc::clone(&self.config), socket, handler).await {
-            Ok(session) => session,
-            Err(error) => {
+        // The version exchange happens here: a client that never sends one is dropped too.
+        let started = server::run_stream(Arc::clone(&self.config), socket, handler);
+        let session = match tokio::time::timeout(self.options.auth_timeout, started).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(error)) => {
                 tracing::debug!(%peer, error = %error, "SSH handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "SSH client sent no version in time");
                 return;
             }
         };
         let handle = session.handle();
         let auth_timeout = self.options.auth_timeout;
-        let watchdog = {
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(auth_timeout).await;
-                if !authenticated.load(Ordering::Acquire) {
-                    tracing::info!(%peer, "SSH authentication timed out");
-                    let _ = handle
-                        .disconnect(
-                            russh::Disconnect::ByApplication,
-                            "authentication timed out".to_owned(),
-                            String::new(),
-                        )
-                        .await;
-                }
-            })
-        };
+        let watchdog = tokio::spawn(async move {
+            tokio::time::sleep(auth_timeout).await;
+            if !authenticated.load(Ordering::Acquire) {
+                tracing::info!(%peer, "SSH authentication timed out");
+                let _ = killer.shutdown(std::net::Shutdown::Both);
+            }
+        });
         tokio::select! {
             result = session => {
                 if let Err(error) = result {

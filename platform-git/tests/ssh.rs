@@ -53,6 +53,10 @@ fn ssh_keygen(path: &Path, kind: &[&str]) -> anyhow::Result<String> {
 
 impl Server {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with(SshOptions::default()).await
+    }
+
+    async fn start_with(ssh_options: SshOptions) -> anyhow::Result<Self> {
         let url = fresh_database().await?;
         let vars = HashMap::from([
             ("APP_DATABASE_URL".to_owned(), url),
@@ -95,8 +99,7 @@ impl Server {
         )?;
         let host_key = scratch.join("host_key");
         ssh_keygen(&host_key, &["-t", "ed25519"])?;
-        let ssh =
-            GitSsh::new(service, &std::fs::read_to_string(&host_key)?, SshOptions::default())?;
+        let ssh = GitSsh::new(service, &std::fs::read_to_string(&host_key)?, ssh_options)?;
         let host_fingerprint = ssh.fingerprint().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let ssh_port = listener.local_addr()?.port();
@@ -569,5 +572,69 @@ async fn twenty_concurrent_clones_and_one_event_per_push() -> anyhow::Result<()>
     let mut names: Vec<&str> = events[1].refs.iter().map(|r| r.name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["refs/heads/one", "refs/heads/two"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_unauthenticated_connections_are_closed_and_channels_are_limited()
+-> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let options = SshOptions {
+        auth_timeout: Duration::from_secs(1),
+        max_channels: 1,
+        ..SshOptions::default()
+    };
+    let server = Server::start_with(options).await?;
+    let ada = server.member("ada").await?;
+    let closed_within = |mut socket: tokio::net::TcpStream| async move {
+        let mut buffer = vec![0_u8; 4096];
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    };
+    // Says nothing at all.
+    let silent = tokio::net::TcpStream::connect(("127.0.0.1", server.ssh_port)).await?;
+    assert!(closed_within(silent).await, "a silent connection stayed open");
+    // Says its version, then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", server.ssh_port)).await?;
+    stalled.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await?;
+    assert!(closed_within(stalled).await, "an unauthenticated connection stayed open");
+
+    // One channel per connection here: a second session on a multiplexed connection is refused.
+    let control = server.scratch.join("control");
+    let master = std::process::Command::new("ssh")
+        .args(["-p", &server.ssh_port.to_string(), "-i"])
+        .arg(&ada.key)
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "ControlMaster=yes", "-o"])
+        .arg(format!("ControlPath={}", control.display()))
+        .args(["-N", "-f", "git@127.0.0.1"])
+        .status()?;
+    assert!(master.success());
+    let session = || {
+        std::process::Command::new("ssh")
+            .arg("-o")
+            .arg(format!("ControlPath={}", control.display()))
+            .args(["-p", &server.ssh_port.to_string(), "git@127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    let first = session()?;
+    let second = session()?;
+    let _ = std::process::Command::new("ssh")
+        .arg("-o")
+        .arg(format!("ControlPath={}", control.display()))
+        .args(["-O", "exit", "git@127.0.0.1"])
+        .output();
+    assert!(stderr(&first).contains("Hi ada!"), "{}", stderr(&first));
+    let refused = stderr(&second);
+    assert!(refused.contains("open refused") || refused.contains("open failed"), "{refused}");
     Ok(())
 }
