@@ -1,25 +1,21 @@
 //! The repository API in-process, against real PostgreSQL, Redis and the real `git`.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::PathBuf;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use platform_core::accounts::{Accounts, Scope, access_tokens, password, users};
-use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
-use platform_core::db::{CORE_MIGRATIONS, Database};
-use platform_core::queue::{Queue, QueueOptions};
-use platform_core::redis::Redis;
-use platform_core::telemetry::Metrics;
-use platform_git::GIT_MIGRATIONS;
+use platform_core::accounts::{Scope, access_tokens, password};
+use platform_core::db::Database;
 use platform_git::api::RepoApi;
 use platform_git::store::RepoStore;
-use platform_test_support::{fresh_database, service_env, unique_name};
+use platform_test_support::unique_name;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-const PASSWORD: &str = "correct horse battery";
+use common::PASSWORD;
 
 struct Answer {
     status: StatusCode,
@@ -45,29 +41,7 @@ struct Member {
 
 impl App {
     async fn new() -> anyhow::Result<Self> {
-        let url = fresh_database().await?;
-        let vars = HashMap::from([
-            ("APP_DATABASE_URL".to_owned(), url),
-            ("APP_REDIS_URL".to_owned(), service_env("PLATFORM_TEST_REDIS_URL")),
-            (
-                "APP_SESSION_SECRET".to_owned(),
-                "a-session-secret-for-the-repository-tests-01".to_owned(),
-            ),
-        ]);
-        let mut env = EnvReader::new(&vars);
-        let read = (
-            DatabaseConfig::read(&mut env),
-            RedisConfig::read(&mut env),
-            SessionConfig::read(&mut env),
-        );
-        let (database, redis, session) = env.finish(read)?;
-        let database = Database::connect(&database);
-        database.migrate_all([CORE_MIGRATIONS, GIT_MIGRATIONS]).await?;
-        let namespace = unique_name("repos");
-        let options = QueueOptions { namespace: namespace.clone(), ..QueueOptions::default() };
-        let queue = Queue::redis(&redis, options, &Metrics::new("test"))?;
-        let accounts = Accounts::new(database.clone(), Redis::connect(&redis)?, queue, &session)?
-            .with_namespace(namespace);
+        let common::Backing { database, accounts, .. } = common::backing(None).await?;
         let repos_root = std::env::temp_dir().join(unique_name("repos"));
         let repos = RepoApi::new(
             accounts.clone(),
@@ -91,11 +65,8 @@ impl App {
     }
 
     async fn member_with(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<Member> {
-        let mut conn = self.database.get().await?;
-        let email = format!("{name}@example.com");
-        let user = users::create(&mut conn, name, &email, &self.password_hash).await?;
-        let (token, _) = access_tokens::create(&mut conn, user.id, "tests", scopes, None).await?;
-        Ok(Member { id: user.id, name: name.to_owned(), token })
+        let (id, token) = common::user(&self.database, name, &self.password_hash, scopes).await?;
+        Ok(Member { id, name: name.to_owned(), token })
     }
 
     async fn token_for(&self, member: &Member, scopes: &[Scope]) -> anyhow::Result<String> {

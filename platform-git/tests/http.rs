@@ -1,28 +1,23 @@
 //! Git over smart HTTP with the real `git` client, against real PostgreSQL and Redis.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use platform_core::accounts::{Accounts, Scope, access_tokens, password, users};
-use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
-use platform_core::db::{CORE_MIGRATIONS, Database};
-use platform_core::queue::{ConsumerOptions, Job, JobError, Queue, QueueOptions};
-use platform_core::redis::Redis;
-use platform_core::telemetry::Metrics;
-use platform_git::GIT_MIGRATIONS;
+use platform_core::accounts::{Scope, access_tokens, password, users};
+use platform_core::db::Database;
+use platform_core::queue::{ConsumerOptions, Job, JobError, Queue};
 use platform_git::api::RepoApi;
 use platform_git::events::{PUSH_STREAM, PushEvent, PushEvents};
 use platform_git::store::RepoStore;
 use platform_git::transport::{GitOptions, GitService};
-use platform_test_support::{
-    Broker, BrokerKind, eventually, fresh_database, service_env, unique_name,
-};
+use platform_test_support::{Broker, BrokerKind, eventually, unique_name};
 use serde_json::json;
 
-const PASSWORD: &str = "correct horse battery";
+use common::PASSWORD;
 
 struct Member {
     name: String,
@@ -49,47 +44,8 @@ impl Server {
     /// Serves the repository API and git on a loopback port; events go to `queue_url` (the
     /// shared Redis when `None`).
     async fn start_with(options: GitOptions, broker: Option<Broker>) -> anyhow::Result<Self> {
-        let url = fresh_database().await?;
-        let vars = HashMap::from([
-            ("APP_DATABASE_URL".to_owned(), url),
-            ("APP_REDIS_URL".to_owned(), service_env("PLATFORM_TEST_REDIS_URL")),
-            (
-                "APP_SESSION_SECRET".to_owned(),
-                "a-session-secret-for-the-git-http-tests-0123".to_owned(),
-            ),
-        ]);
-        let mut env = EnvReader::new(&vars);
-        let read = (
-            DatabaseConfig::read(&mut env),
-            RedisConfig::read(&mut env),
-            SessionConfig::read(&mut env),
-        );
-        let (database_config, redis_config, session) = env.finish(read)?;
-        let database = Database::connect(&database_config);
-        database.migrate_all([CORE_MIGRATIONS, GIT_MIGRATIONS]).await?;
-        let namespace = unique_name("git");
-        let options_queue = QueueOptions {
-            namespace: namespace.clone(),
-            publish_timeout: Duration::from_secs(2),
-            ..QueueOptions::default()
-        };
-        let queue_redis = match &broker {
-            Some(broker) => {
-                let vars = HashMap::from([("APP_REDIS_URL".to_owned(), broker.url())]);
-                let mut env = EnvReader::new(&vars);
-                let read = (RedisConfig::read(&mut env), Some(()));
-                env.finish(read)?.0
-            }
-            None => redis_config.clone(),
-        };
-        let queue = Queue::redis(&queue_redis, options_queue, &Metrics::new("test"))?;
-        let accounts = Accounts::new(
-            database.clone(),
-            Redis::connect(&redis_config)?,
-            queue.clone(),
-            &session,
-        )?
-        .with_namespace(namespace);
+        let common::Backing { database, accounts, queue } =
+            common::backing(broker.as_ref().map(Broker::url)).await?;
         let scratch = std::env::temp_dir().join(unique_name("git-http"));
         let repos_root = scratch.join("repos");
         let store = RepoStore::new(&repos_root);
@@ -127,12 +83,8 @@ impl Server {
     }
 
     async fn member(&self, name: &str) -> anyhow::Result<Member> {
-        let mut conn = self.database.get().await?;
-        let user =
-            users::create(&mut conn, name, &format!("{name}@example.com"), &self.password_hash)
-                .await?;
-        let (token, _) =
-            access_tokens::create(&mut conn, user.id, "tests", &[Scope::Admin], None).await?;
+        let (_, token) =
+            common::user(&self.database, name, &self.password_hash, &[Scope::Admin]).await?;
         Ok(Member { name: name.to_owned(), token })
     }
 

@@ -1,24 +1,21 @@
 //! Git over SSH with the OpenSSH client and the real `git`, against real PostgreSQL and Redis.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use platform_core::accounts::{Accounts, Scope, access_tokens, password, ssh_keys, users};
-use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
-use platform_core::db::{CORE_MIGRATIONS, Database};
-use platform_core::queue::{ConsumerOptions, Job, JobError, Queue, QueueOptions};
-use platform_core::redis::Redis;
-use platform_core::telemetry::Metrics;
-use platform_git::GIT_MIGRATIONS;
+use platform_core::accounts::{Scope, password, ssh_keys};
+use platform_core::db::Database;
+use platform_core::queue::{ConsumerOptions, Job, JobError, Queue};
 use platform_git::api::RepoApi;
 use platform_git::events::{PUSH_STREAM, PushEvent, PushEvents};
 use platform_git::ssh::{GitSsh, SshOptions};
 use platform_git::store::RepoStore;
 use platform_git::transport::{GitOptions, GitService};
-use platform_test_support::{eventually, fresh_database, service_env, unique_name};
+use platform_test_support::{eventually, unique_name};
 use serde_json::json;
 
 struct Member {
@@ -57,34 +54,7 @@ impl Server {
     }
 
     async fn start_with(ssh_options: SshOptions) -> anyhow::Result<Self> {
-        let url = fresh_database().await?;
-        let vars = HashMap::from([
-            ("APP_DATABASE_URL".to_owned(), url),
-            ("APP_REDIS_URL".to_owned(), service_env("PLATFORM_TEST_REDIS_URL")),
-            (
-                "APP_SESSION_SECRET".to_owned(),
-                "a-session-secret-for-the-git-ssh-tests-01234".to_owned(),
-            ),
-        ]);
-        let mut env = EnvReader::new(&vars);
-        let read = (
-            DatabaseConfig::read(&mut env),
-            RedisConfig::read(&mut env),
-            SessionConfig::read(&mut env),
-        );
-        let (database_config, redis_config, session) = env.finish(read)?;
-        let database = Database::connect(&database_config);
-        database.migrate_all([CORE_MIGRATIONS, GIT_MIGRATIONS]).await?;
-        let namespace = unique_name("ssh");
-        let options = QueueOptions { namespace: namespace.clone(), ..QueueOptions::default() };
-        let queue = Queue::redis(&redis_config, options, &Metrics::new("test"))?;
-        let accounts = Accounts::new(
-            database.clone(),
-            Redis::connect(&redis_config)?,
-            queue.clone(),
-            &session,
-        )?
-        .with_namespace(namespace);
+        let common::Backing { database, accounts, queue } = common::backing(None).await?;
         let scratch = std::env::temp_dir().join(unique_name("git-ssh"));
         std::fs::create_dir_all(&scratch)?;
         let repos_root = scratch.join("repos");
@@ -133,14 +103,11 @@ impl Server {
     async fn member(&self, name: &str) -> anyhow::Result<Member> {
         let key = self.scratch.join(format!("{name}_key"));
         let public = ssh_keygen(&key, &["-t", "ed25519"])?;
-        let mut conn = self.database.get().await?;
-        let user =
-            users::create(&mut conn, name, &format!("{name}@example.com"), &self.password_hash)
-                .await?;
+        let (id, token) =
+            common::user(&self.database, name, &self.password_hash, &[Scope::Admin]).await?;
         let parsed = ssh_keys::parse(&public).map_err(anyhow::Error::msg)?;
-        ssh_keys::add(&mut conn, user.id, "laptop", &parsed).await?;
-        let (token, _) =
-            access_tokens::create(&mut conn, user.id, "tests", &[Scope::Admin], None).await?;
+        let mut conn = self.database.get().await?;
+        ssh_keys::add(&mut conn, id, "laptop", &parsed).await?;
         Ok(Member { name: name.to_owned(), token, key })
     }
 
