@@ -35,6 +35,10 @@ step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "cargo package (each library crate builds from its published form)"
+# Cargo unpacks the packages it verifies under its registry cache, keyed by this checkout's path,
+# and reuses an unpacked copy of the same name and version: drop those of our own crates, so a
+# second run in the same place verifies today's sources rather than the last run's.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/platform-{core,storage,git,mail,ai}-0.1.0
 cargo package --locked --allow-dirty --quiet \
   -p platform-core -p platform-storage -p platform-git -p platform-mail -p platform-ai
 
