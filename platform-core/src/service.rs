@@ -352,6 +352,13 @@ impl ServiceShell {
         let draining = Arc::new(AtomicBool::new(false));
         let router = self.build_router(Arc::clone(&draining));
         let stopping = CancellationToken::new();
+        // Without TCP_NODELAY, small answers (git's negotiation rounds, JSON) can wait for the
+        // peer's delayed ACK: tens of milliseconds each.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let server =
             axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown({

@@ -98,6 +98,9 @@ const CIPHERS: &[russh::cipher::Name] =
 const MACS: &[russh::mac::Name] = &[russh::mac::HMAC_SHA512_ETM, russh::mac::HMAC_SHA256_ETM];
 const COMPRESSION: &[russh::compression::Name] = &[russh::compression::NONE];
 
+/// How much of git's output is read at a time.
+const OUTPUT_CHUNK_BYTES: usize = 256 * 1024;
+
 /// How many bytes from a client may wait for git's stdin, per channel.
 const STDIN_QUEUE_BYTES: usize = 8 << 20;
 
@@ -687,9 +690,12 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
         drop(stdin);
         (push.take(), decided)
     });
+    // Read git's output in large pieces: each write becomes channel messages and packets, so
+    // 8 KiB copies (tokio's default) cost a clone noticeably more than the bytes do.
     let mut output = writer.make_writer();
+    let mut stdout = tokio::io::BufReader::with_capacity(OUTPUT_CHUNK_BYTES, &mut stdout);
     let _ = tokio::join!(
-        tokio::io::copy(&mut stdout, &mut output),
+        tokio::io::copy_buf(&mut stdout, &mut output),
         tokio::io::copy(&mut stderr, &mut errors),
     );
     let _ = output.flush().await;
