@@ -219,22 +219,22 @@ their_rss=$(peak_rss_mib $(server_pids "$(cat "$work/nginx.pid")") $(server_pids
 echo
 echo "repository: $count commits, ${tree_mib} MiB of files, ${pack_mib} MiB packed; git $(git --version | cut -d' ' -f3); median of $runs runs"
 table() { # our side, their side, our title, their title
-  printf '| %-22s | %14s | %22s | %6s | %14s |\n' operation "$3 (s)" "$4 (s)" ratio "local floor (s)"
-  printf '|%s|%s|%s|%s|%s|\n' "------------------------" "----------------" "------------------------" "--------" "----------------"
+  printf '| %-22s | %14s | %24s | %6s | %14s |\n' operation "$3 (s)" "$4 (s)" ratio "local floor (s)"
+  printf '|%s|%s|%s|%s|%s|\n' "------------------------" "----------------" "--------------------------" "--------" "----------------"
   local op o t f label
   for op in full depth1 fetch; do
     o=$(echo "${results[$op,$1]}" | tr ' ' '\n' | { grep . || true; } | median)
     t=$(echo "${results[$op,$2]}" | tr ' ' '\n' | { grep . || true; } | median)
     f=$(echo "${results[$op,floor]:-}" | tr ' ' '\n' | { grep . || true; } | median)
     case $op in full) label="full clone" ;; depth1) label="clone --depth 1" ;; fetch) label="fetch of 20 commits" ;; esac
-    printf '| %-22s | %14.2f | %22.2f | %5.2fx | %14s |\n' "$label" "$o" "$t" \
+    printf '| %-22s | %14.2f | %24.2f | %5.2fx | %14s |\n' "$label" "$o" "$t" \
       "$(awk -v a="$o" -v b="$t" 'BEGIN { print a / b }')" "$( [ -n "$f" ] && printf '%.2f' "$f" || echo '-')"
   done
 }
 echo
 echo "HTTP"
 table ours theirs "gitserver" "http-backend + nginx"
-printf '| %-22s | %14s | %22s | %6s | %14s |\n' "peak RSS of the server" "${our_rss} MiB" "${their_rss} MiB" "" ""
+printf '| %-22s | %14s | %24s | %6s | %14s |\n' "peak RSS of the server" "${our_rss} MiB" "${their_rss} MiB" "" ""
 echo
 echo "SSH (the same OpenSSH client, key and cipher, chacha20-poly1305, for both)"
 table ours_ssh theirs_ssh "gitserver" "sshd + git-shell"
