@@ -251,6 +251,27 @@ async fn clone_fetch_and_push_with_every_protocol_and_git_version() -> anyhow::R
     git_ok(&["push", "--quiet", &push_url, "main"], Some(&work))?;
     let head = git_ok(&["rev-parse", "HEAD"], Some(&work))?;
 
+    // The push is recorded: the repository's size on disk and when it was pushed to.
+    let recorded = || async {
+        let response = server
+            .http
+            .get(format!("{}/api/repos/ada/engine", server.base))
+            .send()
+            .await
+            .expect("the API answers");
+        response.json::<serde_json::Value>().await.unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let repository = loop {
+        let repository = recorded().await;
+        if repository["pushed_at"].is_string() {
+            break repository;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the push was not recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(repository["size_bytes"].as_i64().is_some_and(|size| size > 10_000), "{repository}");
+
     for git in client_gits() {
         for protocol in ["0", "2"] {
             let clone = server.dir("clone");
