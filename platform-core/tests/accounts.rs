@@ -43,6 +43,8 @@ impl App {
                 "a-session-secret-for-the-accounts-tests-0123".to_owned(),
             ),
             ("APP_COOKIE_SECURE".to_owned(), cookie_secure.to_string()),
+            // Requests from 127.0.0.100 come through a proxy, as from an ingress.
+            ("APP_TRUSTED_PROXIES".to_owned(), "127.0.0.100".to_owned()),
         ]);
         let mut env = EnvReader::new(&vars);
         let read = (
@@ -66,6 +68,23 @@ impl App {
             bodies: std::sync::Mutex::default(),
             client,
         })
+    }
+
+    /// Logs in with `X-Forwarded-For: forwarded` from the current client address.
+    async fn call_with_forwarded(
+        &self,
+        forwarded: &str,
+        login: &str,
+        password: &str,
+    ) -> StatusCode {
+        let body = serde_json::json!({"login": login, "password": password});
+        let request = Request::post("/api/auth/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-forwarded-for", forwarded)
+            .extension(axum::extract::ConnectInfo(*self.client.lock().expect("not poisoned")))
+            .body(Body::from(body.to_string()))
+            .expect("valid request");
+        self.router.clone().oneshot(request).await.expect("infallible").status()
     }
 
     /// Makes the following requests come from `address`.
@@ -381,6 +400,23 @@ async fn failed_logins_are_limited_per_account_and_per_address() -> anyhow::Resu
     );
     app.use_client_address("127.0.0.5:40000");
     assert_eq!(app.login("lovelace", PASSWORD, None).await.status, StatusCode::OK);
+
+    // Behind the trusted proxy, each client is counted by the address it forwards; a client
+    // that is not a proxy cannot pick its own.
+    app.use_client_address("127.0.0.100:40000");
+    for n in 0..30 {
+        let answer =
+            app.call_with_forwarded("198.51.100.1", &format!("nobody{n}"), "wrong password!").await;
+        assert_eq!(answer, StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    let limited = app.call_with_forwarded("198.51.100.1", "lovelace", PASSWORD).await;
+    assert_eq!(limited, StatusCode::TOO_MANY_REQUESTS);
+    let other_client = app.call_with_forwarded("198.51.100.2", "lovelace", PASSWORD).await;
+    assert_eq!(other_client, StatusCode::OK);
+    app.use_client_address("127.0.0.4:40000");
+    // 127.0.0.4 is limited, and claiming another address does not help it.
+    let spoofed = app.call_with_forwarded("198.51.100.3", "lovelace", PASSWORD).await;
+    assert_eq!(spoofed, StatusCode::TOO_MANY_REQUESTS);
     Ok(())
 }
 

@@ -197,6 +197,8 @@ fn invalid_values_are_named_and_secrets_never_repeated() {
     env.insert("APP_REDIS_URL".into(), format!("redis//:{REDIS_PASSWORD}@"));
     env.insert("APP_SSH_PORT".into(), "70000".into());
     env.insert("APP_COOKIE_SECURE".into(), "maybe".into());
+    env.insert("APP_TRUSTED_PROXIES".into(), "10.0.0.0/8, ingress".into());
+    env.insert("APP_GIT_MAX_PUSH_BYTES".into(), "0".into());
     env.insert("APP_LOG_LEVEL".into(), "info,[".into());
     env.insert("APP_REPOS_ROOT".into(), "relative/repos".into());
     env.insert("APP_SMTP_TLS".into(), "sometimes".into());
@@ -210,6 +212,8 @@ fn invalid_values_are_named_and_secrets_never_repeated() {
         (&app, "APP_DATABASE_URL: URL scheme must be postgres or postgresql"),
         (&app, "APP_REDIS_URL: not a valid URL"),
         (&app, "APP_COOKIE_SECURE: must be true or false"),
+        (&app, "APP_TRUSTED_PROXIES: \"ingress\" is not an IP address or CIDR block"),
+        (&git, "APP_GIT_MAX_PUSH_BYTES: must be a positive whole number"),
         (&app, "APP_LOG_LEVEL: not a valid log filter"),
         (&app, "APP_REPOS_ROOT: must be an absolute path"),
         (&app, "APP_EMBED_MODEL_DIMENSIONS: must be a positive whole number"),

@@ -53,7 +53,7 @@ pub mod validation;
 
 use axum::Router;
 use axum::extract::{FromRef, State};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -156,6 +156,7 @@ pub struct Accounts {
     key: Key,
     cookie_secure: bool,
     namespace: String,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -196,6 +197,7 @@ impl Accounts {
             key: Key::derive_from(secret),
             cookie_secure: session.cookie_secure,
             namespace: "platform".to_owned(),
+            trusted_proxies: session.trusted_proxies.clone(),
         })
     }
 
@@ -210,6 +212,7 @@ impl Accounts {
             key: Key::generate(),
             cookie_secure: true,
             namespace: "platform".to_owned(),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -432,6 +435,34 @@ impl Accounts {
     }
 }
 
+/// Returns the client's address: the peer's, unless the peer is a trusted proxy; then the
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy (the entries further left
+/// were written by the client itself, and could be anything).
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|network| network.contains(address));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    let mut client = peer;
+    for entry in forwarded.iter().rev() {
+        let Ok(address) = entry.parse::<IpAddr>() else {
+            break;
+        };
+        client = address;
+        if !is_trusted(&address) {
+            break;
+        }
+    }
+    client
+}
+
 /// Checks that a cookie-authenticated write carries its session's CSRF token.
 fn check_csrf(session: &sessions::Session, headers: &HeaderMap) -> Result<(), ApiError> {
     let sent = headers.get(CSRF_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
@@ -564,7 +595,8 @@ pub struct SessionResponse {
 )]
 async fn login(
     State(accounts): State<Accounts>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     jar: SignedCookieJar,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -572,7 +604,8 @@ async fn login(
     // Hashed, so the key's length and bytes never depend on what the client sent.
     let login_digest = hex::encode(Sha256::digest(request.login.to_lowercase().as_bytes()));
     let account_key = format!("{namespace}:ratelimit:login:account:{login_digest}");
-    let address_key = format!("{namespace}:ratelimit:login:address:{}", client.ip());
+    let client = client_address(peer.ip(), &headers, &accounts.trusted_proxies);
+    let address_key = format!("{namespace}:ratelimit:login:address:{client}");
     for (key, limit) in
         [(&account_key, rate_limit::PER_ACCOUNT), (&address_key, rate_limit::PER_ADDRESS)]
     {
@@ -580,7 +613,7 @@ async fn login(
             .await
             .map_err(ApiError::internal)?
         {
-            tracing::warn!(client = %client.ip(), "login rate limit reached");
+            tracing::warn!(%client, "login rate limit reached");
             return Err(ApiError::RateLimited { retry_after });
         }
     }
@@ -1123,6 +1156,37 @@ async fn delete_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_nearest_untrusted_address_behind_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/8".parse().expect("cidr"), "192.0.2.1/32".parse().expect("cidr")];
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_str(value).expect("header"));
+            headers
+        };
+        let ip = |text: &str| text.parse::<IpAddr>().expect("address");
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &headers("1.2.3.4"), &trusted),
+            ip("203.0.113.9")
+        );
+        // Behind the ingress: the address the ingress saw.
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &headers("203.0.113.7"), &trusted),
+            ip("203.0.113.7")
+        );
+        // A client-forged entry further left is ignored; chained trusted proxies are skipped.
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &headers("6.6.6.6, 203.0.113.7, 192.0.2.1"), &trusted),
+            ip("203.0.113.7")
+        );
+        // Garbage stops the walk at the last address a trusted proxy vouched for.
+        assert_eq!(client_address(ip("10.1.2.3"), &headers("nonsense"), &trusted), ip("10.1.2.3"));
+        assert_eq!(client_address(ip("10.1.2.3"), &HeaderMap::new(), &trusted), ip("10.1.2.3"));
+        assert_eq!(client_address(ip("10.1.2.3"), &headers("203.0.113.7"), &[]), ip("10.1.2.3"));
+    }
 
     #[test]
     fn the_dummy_hash_is_a_real_argon2id_hash_so_unknown_logins_cost_a_full_verification() {

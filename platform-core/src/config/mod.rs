@@ -184,6 +184,22 @@ pub struct SessionConfig {
     pub secret: SecretString,
     /// Whether cookies carry the `Secure` attribute (set it behind HTTPS).
     pub cookie_secure: bool,
+    /// The proxies (`APP_TRUSTED_PROXIES`: addresses or CIDR blocks, comma-separated) whose
+    /// `X-Forwarded-For` names the client; empty: the peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Parses comma-separated addresses (`10.0.0.1`) and CIDR blocks (`10.0.0.0/8`).
+fn parse_networks(raw: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR block"))
+        })
+        .collect()
 }
 
 /// The shortest session secret accepted, in bytes.
@@ -203,7 +219,12 @@ impl SessionConfig {
             Ok(SecretString::from(raw))
         });
         let cookie_secure = env.or_default("APP_COOKIE_SECURE", false, parse_bool);
-        Some(Self { secret: secret?, cookie_secure: cookie_secure? })
+        let trusted_proxies = env.or_default("APP_TRUSTED_PROXIES", Vec::new(), parse_networks);
+        Some(Self {
+            secret: secret?,
+            cookie_secure: cookie_secure?,
+            trusted_proxies: trusted_proxies?,
+        })
     }
 }
 
