@@ -369,16 +369,6 @@ async fn repository_for(
     Ok((repo, access))
 }
 
-/// Authenticates a write; a token must grant `scope`.
-async fn authorize(
-    api: &RepoApi,
-    jar: &SignedCookieJar,
-    headers: &HeaderMap,
-    scope: Scope,
-) -> Result<Caller, ApiError> {
-    api.accounts.authorize_write(jar, headers, scope).await
-}
-
 #[utoipa::path(
     post,
     path = "/api/repos",
@@ -399,7 +389,7 @@ async fn create_repository(
     jar: SignedCookieJar,
     ApiJson(request): ApiJson<CreateRepository>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
     check_name(&request.name, "name")?;
     check_description(&request.description)?;
     let default_branch = request.default_branch.as_deref().unwrap_or("main");
@@ -572,7 +562,7 @@ async fn update_repository(
     jar: SignedCookieJar,
     ApiJson(request): ApiJson<UpdateRepository>,
 ) -> Result<axum::Json<Repository>, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
     let mut conn = api.connection().await?;
     let (repo, access) =
         repository_for(&mut conn, &path, Some(viewer(&caller)), Access::Admin).await?;
@@ -629,7 +619,7 @@ async fn rename_repository(
     jar: SignedCookieJar,
     ApiJson(request): ApiJson<RenameRepository>,
 ) -> Result<axum::Json<Repository>, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
     check_name(&request.name, "name")?;
     let mut conn = api.connection().await?;
     let (repo, access) =
@@ -682,7 +672,7 @@ async fn fork_repository(
     jar: SignedCookieJar,
     ApiJson(request): ApiJson<ForkRepository>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
     let mut conn = api.connection().await?;
     let (source, _) = repository_for(&mut conn, &path, Some(viewer(&caller)), Access::Read).await?;
     let name = request.name.unwrap_or_else(|| source.name.clone());
@@ -728,7 +718,7 @@ async fn delete_repository(
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<StatusCode, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::Admin).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
     let mut conn = api.connection().await?;
     let (repo, _) = repository_for(&mut conn, &path, Some(viewer(&caller)), Access::Owner).await?;
     let store = &api.store;
@@ -815,7 +805,7 @@ async fn set_collaborator(
     jar: SignedCookieJar,
     ApiJson(request): ApiJson<SetCollaborator>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
     let mut conn = api.connection().await?;
     let (repo, _) =
         repository_for(&mut conn, &path.repo(), Some(viewer(&caller)), Access::Admin).await?;
@@ -858,7 +848,7 @@ async fn remove_collaborator(
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<StatusCode, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
     let mut conn = api.connection().await?;
     let (repo, _) =
         repository_for(&mut conn, &path.repo(), Some(viewer(&caller)), Access::Admin).await?;
@@ -946,7 +936,7 @@ async fn create_protected_branch(
     jar: SignedCookieJar,
     ApiJson(request): ApiJson<CreateProtectedBranch>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
     check_pattern(&request.pattern)?;
     let mut conn = api.connection().await?;
     let (repo, _) = repository_for(&mut conn, &path, Some(viewer(&caller)), Access::Admin).await?;
@@ -997,7 +987,7 @@ async fn delete_protected_branch(
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<StatusCode, ApiError> {
-    let caller = authorize(&api, &jar, &headers, Scope::RepoWrite).await?;
+    let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
     let mut conn = api.connection().await?;
     let repo_path = RepoPath { owner: path.owner, name: path.name };
     let (repo, _) =

@@ -43,7 +43,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::permissions::Access;
 use crate::pktline;
-use crate::transport::{self, Denial, GitService, Identity, PushRun};
+use crate::transport::{self, Denial, GitService, Identity};
 
 /// Limits of the SSH server.
 #[derive(Clone, Debug)]
@@ -706,17 +706,13 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
         .unwrap_or(128);
     pump.abort();
     match feed.await {
-        Ok((Some(push), true)) => finish(push).await,
+        Ok((Some(push), true)) => push.finish().await,
         Ok((Some(push), false)) => push.discard().await,
         _ => {}
     }
     let _ = writer.eof().await;
     let _ = writer.exit_status(u32::try_from(code).unwrap_or(128)).await;
     let _ = writer.close().await;
-}
-
-async fn finish(push: PushRun) {
-    push.finish().await;
 }
 
 #[cfg(test)]
