@@ -442,6 +442,7 @@ async fn shells_ptys_forwarding_sftp_and_other_commands_are_refused() -> anyhow:
     );
     let pty = ssh_as(&server, &ada, &["-tt", "git@127.0.0.1"])?;
     assert_ne!(pty.status.code(), Some(0));
+    assert!(stderr(&pty).contains("PTY allocation request failed"), "{}", stderr(&pty));
 
     let command = format!("touch {}", marker.display());
     for args in [
@@ -470,6 +471,37 @@ async fn shells_ptys_forwarding_sftp_and_other_commands_are_refused() -> anyhow:
         ],
     )?;
     assert!(!forward.status.success());
+    // A tunnel the client sets up locally: using it must get nowhere.
+    let mut tunnel = std::process::Command::new("ssh")
+        .args(["-p", &server.ssh_port.to_string(), "-i"])
+        .arg(&ada.key)
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-N", "-L"])
+        .arg(format!("{forward_port}:127.0.0.1:{}", server.ssh_port))
+        .arg("git@127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut through = None;
+    for _ in 0..100 {
+        if let Ok(socket) = tokio::net::TcpStream::connect(("127.0.0.1", forward_port)).await {
+            through = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut through = through.ok_or_else(|| anyhow::anyhow!("the local end of the tunnel"))?;
+    let mut banner = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), {
+        use tokio::io::AsyncReadExt as _;
+        through.read_to_end(&mut banner)
+    })
+    .await;
+    tunnel.kill()?;
+    let output = tunnel.wait_with_output()?;
+    assert!(read.is_ok(), "the tunnel stayed open");
+    assert!(banner.is_empty(), "the tunnel reached {:?}", String::from_utf8_lossy(&banner));
+    assert!(stderr(&output).contains("administratively prohibited"), "{}", stderr(&output));
     let remote = ssh_as(
         &server,
         &ada,
