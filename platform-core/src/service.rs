@@ -193,7 +193,7 @@ struct DirectoryError {
 }
 
 /// Formats an error with its sources: `outer: inner: root`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -360,7 +360,9 @@ impl SmtpTls {
 
 /// Outgoing mail: `APP_SMTP_HOST`, `APP_SMTP_PORT` (default by TLS mode), `APP_SMTP_TLS`
 /// (default `starttls`), `APP_SMTP_USERNAME` (default: the from address), `APP_SMTP_PASSWORD`,
-/// `APP_SMTP_FROM` (default `noreply@` the domain's host).
+/// `APP_SMTP_FROM` (default `noreply@` the domain's host), `APP_SMTP_CONNECT_TIMEOUT_SECONDS`
+/// (default 10: connecting, TLS and AUTH) and `APP_SMTP_SEND_TIMEOUT_SECONDS` (default 60: each
+/// command of a delivery, the message's data included).
 #[derive(Clone, Debug)]
 pub struct SmtpConfig {
     /// The relay's host name.
@@ -375,6 +377,10 @@ pub struct SmtpConfig {
     pub password: SecretString,
     /// The envelope and header sender address.
     pub from: String,
+    /// The longest connecting, the TLS handshake, the greeting and AUTH may take together.
+    pub connect_timeout: std::time::Duration,
+    /// The longest one SMTP command of a delivery may wait for its reply.
+    pub send_timeout: std::time::Duration,
 }
 
 impl SmtpConfig {
@@ -409,6 +415,10 @@ impl SmtpConfig {
             },
         };
         let username = env.optional("APP_SMTP_USERNAME", |raw| Ok(raw.to_owned()));
+        let connect_timeout =
+            env.or_default("APP_SMTP_CONNECT_TIMEOUT_SECONDS", 10, env::parse_positive::<u64>);
+        let send_timeout =
+            env.or_default("APP_SMTP_SEND_TIMEOUT_SECONDS", 60, env::parse_positive::<u64>);
         let tls = tls?;
         Some(Self {
             host: host?,
@@ -417,6 +427,8 @@ impl SmtpConfig {
             username: username?.unwrap_or_else(|| from.clone()),
             password: password?,
             from,
+            connect_timeout: std::time::Duration::from_secs(connect_timeout?),
+            send_timeout: std::time::Duration::from_secs(send_timeout?),
         })
     }
 }
