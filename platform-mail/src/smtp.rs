@@ -313,7 +313,7 @@ where
             mail_send::Error::UnexpectedReply(reply) => Failure::Reply {
                 stage,
                 code: reply.code,
-                reply: format!("{} {}", reply.code, reply.message.trim()),
+                reply: reply_text(reply.code, reply.esc, &reply.message),
             },
             other => Failure::Broken { stage, reason: describe(&other) },
         }
@@ -321,17 +321,26 @@ where
     client.mail_from(from, &parameters).await.map_err(failed(Stage::MailFrom))?;
     client.rcpt_to(to, &parameters).await.map_err(failed(Stage::RcptTo))?;
     let reply = client.data(message).await.map_err(failed(Stage::Data))?;
-    Ok(format!("{} {}", reply.code, reply.message.trim()))
+    Ok(reply_text(reply.code, reply.esc, &reply.message))
+}
+
+/// A reply as the relay wrote it: code, enhanced status code when there is one, text.
+fn reply_text(code: u16, enhanced: [u8; 3], message: &str) -> String {
+    let message = message.trim();
+    match enhanced {
+        [0, 0, 0] => format!("{code} {message}"),
+        [class, subject, detail] => format!("{code} {class}.{subject}.{detail} {message}"),
+    }
 }
 
 /// Describes a mail-send error in one line, with the relay's reply where there is one.
 fn describe(error: &mail_send::Error) -> String {
     match error {
         mail_send::Error::UnexpectedReply(reply) => {
-            format!("unexpected reply {} {}", reply.code, reply.message.trim())
+            format!("unexpected reply {}", reply_text(reply.code, reply.esc, &reply.message))
         }
         mail_send::Error::AuthenticationFailed(reply) => {
-            format!("AUTH refused: {} {}", reply.code, reply.message.trim())
+            format!("AUTH refused: {}", reply_text(reply.code, reply.esc, &reply.message))
         }
         mail_send::Error::MissingStartTls => {
             "the relay does not offer STARTTLS, which APP_SMTP_TLS=starttls requires".to_owned()

@@ -20,6 +20,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+mod smtp;
+
+pub use smtp::{CaptureTls, CapturedMail, SMTP_PASSWORD, SMTP_USER, SmtpCapture};
+
 /// Returns the value of a variable that `scripts/services.sh` exports.
 ///
 /// # Panics
@@ -339,6 +343,33 @@ impl Broker {
         Ok(())
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing answers, as when a
+    /// broker hangs.
+    ///
+    /// # Errors
+    ///
+    /// Fails when it cannot be signalled.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    ///
+    /// # Errors
+    ///
+    /// Fails when it cannot be signalled.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the broker is not running")?;
+        let status =
+            std::process::Command::new("kill").args([signal, &child.id().to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill {signal} failed");
+        Ok(())
+    }
+
     /// Stops the broker gracefully (SIGTERM) and waits for it to exit.
     ///
     /// # Errors
@@ -361,6 +392,22 @@ impl Drop for Broker {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Returns the path of another binary of the workspace, built beside the test's own binaries
+/// (`cargo nextest run --workspace` and `cargo test --workspace` build them all).
+///
+/// # Panics
+///
+/// Panics, saying how to build it, when it is missing.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .expect("the test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{path:?} is missing: build it with `cargo build --workspace`");
+    path
 }
 
 /// Polls `done` every 20 ms until it holds, for at most `limit`.
