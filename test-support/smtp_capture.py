@@ -8,7 +8,7 @@ STARTTLS is offered and required before AUTH. Recipients steer the server, by lo
   reject-*      RCPT TO is answered 550 (permanent)
   defer-once-*  the first RCPT TO for the address is answered 451, later ones accepted
   slow-*        the message is captured, then the reply to DATA waits --slow-seconds
-Every RCPT TO is appended to D/rcpt.log; every accepted message becomes D/NNNNNN.json.
+Every RCPT TO is appended to D/rcpt.log; every accepted message becomes a JSON file in D.
 """
 
 import argparse
@@ -75,7 +75,8 @@ class Capture:
             "html": parts["text/html"],
         }
         number = next(self.counter)
-        path = os.path.join(self.directory, "%06d.json" % number)
+        # Named by time, so that names sort in arrival order across restarts of the server.
+        path = os.path.join(self.directory, "%020d-%06d.json" % (time.time_ns(), number))
         with open(path + ".tmp", "w") as out:
             json.dump(record, out)
         os.rename(path + ".tmp", path)

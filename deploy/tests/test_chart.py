@@ -110,10 +110,14 @@ class Autoscaling(unittest.TestCase):
 
 
 class EmailWorker(unittest.TestCase):
-    def test_runs_one_replica_and_never_overlaps(self):
+    def test_runs_one_replica_and_updates_through_a_standby(self):
         deployment, _ = container(render(), "email_worker")
         self.assertEqual(deployment["spec"]["replicas"], 1)
-        self.assertEqual(deployment["spec"]["strategy"], {"type": "Recreate"})
+        # The surge pod stands by behind the sender lease until the old pod has stopped.
+        self.assertEqual(
+            deployment["spec"]["strategy"],
+            {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        )
 
     def test_scaling_is_refused_with_a_clear_message(self):
         error = render_error("services.email_worker.replicas=2")

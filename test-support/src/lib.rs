@@ -20,8 +20,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+mod proxy;
 mod smtp;
 
+pub use proxy::TcpProxy;
 pub use smtp::{CaptureTls, CapturedMail, SMTP_PASSWORD, SMTP_USER, SmtpCapture};
 
 /// Returns the value of a variable that `scripts/services.sh` exports.

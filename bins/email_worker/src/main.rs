@@ -1,4 +1,5 @@
-//! `email_worker` (port 8084): sends queued mail; runs as a single instance.
+//! `email_worker` (port 8084): sends queued mail. Any number may run; one sends, the others stand
+//! by (see `platform_mail::EmailWorker`).
 
 use anyhow::Context as _;
 use platform_core::config::EmailWorkerConfig;
@@ -6,6 +7,7 @@ use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
 use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_mail::{Composer, EmailWorker, MAIL_MIGRATIONS, SmtpSender, WorkerOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,20 +21,31 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let database = Database::connect(&config.database);
-    database.migrate(CORE_MIGRATIONS).await?;
+    database.migrate_all([CORE_MIGRATIONS, MAIL_MIGRATIONS]).await?;
     let redis = Redis::connect(&config.redis)?;
 
     let shell = ServiceShell::new("email_worker");
     let queue =
         Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
             .await?;
+    let worker = EmailWorker::new(
+        queue.clone(),
+        database.clone(),
+        Composer::new(&config.domain.public_url, &config.smtp.from),
+        SmtpSender::new(&config.smtp)?,
+        shell.metrics(),
+        WorkerOptions::default(),
+    );
     let shell = shell
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
-        .with_readiness(queue.readiness_check());
+        .with_readiness(queue.readiness_check())
+        .with_readiness(worker.readiness_check());
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    let sending = tokio::spawn(async move { worker.run(platform_core::shutdown::signal()).await });
     shell.serve(listener, platform_core::shutdown::signal()).await?;
+    sending.await.context("the worker panicked")??;
     Ok(())
 }
