@@ -75,9 +75,16 @@ export NATS_URL=${NATS_URL:-$PLATFORM_TEST_NATS_URL}
 # An OpenAI-compatible API on this machine (Ollama's default address) unless told otherwise.
 export APP_AI_BASIC_URL=${APP_AI_BASIC_URL:-http://127.0.0.1:11434/v1}
 export APP_AI_API_KEY=${APP_AI_API_KEY:-local}
-export APP_SMTP_HOST=${APP_SMTP_HOST:-127.0.0.1}
-export APP_SMTP_PORT=${APP_SMTP_PORT:-2525}
-export APP_SMTP_TLS=${APP_SMTP_TLS:-none}
+if [ -z "${APP_SMTP_HOST:-}" ]; then
+  # No relay given: mail goes to a local server that keeps each message as JSON in .run/mail.
+  smtp_port=2525
+  $smoke && smtp_port=$(free_port)
+  mkdir -p "$run_dir/mail"
+  /usr/bin/python3 "$root/test-support/smtp_capture.py" --port "$smtp_port" --dir "$run_dir/mail" \
+    >"$run_dir/logs/smtp.log" 2>&1 &
+  pids+=($!)
+  export APP_SMTP_HOST=127.0.0.1 APP_SMTP_PORT=$smtp_port APP_SMTP_TLS=none
+fi
 export APP_SMTP_PASSWORD=${APP_SMTP_PASSWORD:-local}
 export APP_SESSION_SECRET=${APP_SESSION_SECRET:-$(cat "$secrets/session_secret")}
 export APP_SSH_SERVER_PRIVATE_KEY=${APP_SSH_SERVER_PRIVATE_KEY:-$ssh_key_hex}
@@ -107,7 +114,9 @@ echo "The platform is running (logs in $run_dir/logs):"
 for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
   printf '  %-19s http://127.0.0.1:%s   (/readyz 200)\n' "$name" "${port[$name]}"
 done
-printf '  %-19s %s\n' "PostgreSQL" "$APP_DATABASE_URL" "Redis" "$APP_REDIS_URL" "NATS" "$NATS_URL"
+printf '  %-19s %s\n' "PostgreSQL" "$APP_DATABASE_URL" "Redis" "$APP_REDIS_URL" "NATS" "$NATS_URL" \
+  "SMTP" "$APP_SMTP_HOST:$APP_SMTP_PORT"
+[ -d "$run_dir/mail" ] && printf '  %-19s %s\n' "sent mail" "$run_dir/mail/*.json"
 
 if $smoke; then
   echo "run.sh: all six services answered 200 on /readyz"

@@ -35,6 +35,9 @@ install() {
   command -v python3 >/dev/null || missing+=(python3)
   command -v curl >/dev/null || missing+=(curl)
   command -v runuser >/dev/null || missing+=(util-linux)
+  command -v openssl >/dev/null || missing+=(openssl)
+  # The capturing SMTP server of the mail tests runs on Debian's Python.
+  /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
   if [ ${#missing[@]} -eq 0 ]; then return 0; fi
   echo "services.sh: installing ${missing[*]}" >&2
   local sudo=""
