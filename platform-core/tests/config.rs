@@ -94,6 +94,7 @@ fn the_charts_configmap_loads_for_every_service() {
     assert_eq!(mail.http.addr.port(), 8084);
     assert_eq!((mail.smtp.tls, mail.smtp.port), (SmtpTls::StartTls, 587));
     assert_eq!(mail.smtp.from, "noreply@git.example.com");
+    assert_eq!((mail.smtp.connect_timeout.as_secs(), mail.smtp.send_timeout.as_secs()), (10, 60));
 
     assert_eq!(GitHookConfig::from_env_map(&env).expect("git_hook loads").http.addr.port(), 8083);
     let metrics = MetricsAggregatorConfig::from_env_map(&env).expect("metrics_aggregator loads");
@@ -202,6 +203,7 @@ fn invalid_values_are_named_and_secrets_never_repeated() {
     env.insert("APP_LOG_LEVEL".into(), "info,[".into());
     env.insert("APP_REPOS_ROOT".into(), "relative/repos".into());
     env.insert("APP_SMTP_TLS".into(), "sometimes".into());
+    env.insert("APP_SMTP_SEND_TIMEOUT_SECONDS".into(), "soon".into());
     env.insert("APP_EMBED_MODEL_DIMENSIONS".into(), "-3".into());
     env.insert("NATS_URL".into(), format!("http://user:{NATS_TOKEN}@nats"));
 
@@ -220,6 +222,7 @@ fn invalid_values_are_named_and_secrets_never_repeated() {
         (&app, "NATS_URL: URL scheme must be nats or tls or ws or wss"),
         (&git, "APP_SSH_PORT: must be a port number from 1 to 65535 (got \"70000\")"),
         (&mail, "APP_SMTP_TLS: must be implicit, starttls or none"),
+        (&mail, "APP_SMTP_SEND_TIMEOUT_SECONDS: must be a positive whole number"),
     ] {
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }
