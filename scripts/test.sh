@@ -19,6 +19,9 @@ done
 work=$(mktemp -d)
 cleanup() { scripts/services.sh stop "$work/services" || true; rm -rf "$work"; }
 trap cleanup EXIT
+# Everything the tests make in the temporary directory goes when the run ends.
+mkdir -p "$work/tmp"
+export TMPDIR="$work/tmp"
 
 step "starting PostgreSQL, Redis and NATS"
 scripts/services.sh start "$work/services"
