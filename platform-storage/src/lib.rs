@@ -1,12 +1,83 @@
 //! Where the platform's bytes live on disk, and serving them.
 //!
-//! `platform-storage` will own:
-//!
-//! - the storage roots as types: repositories (`APP_REPOS_ROOT`), avatars (`APP_AVATAR_PATH`),
-//!   files (`STORAGE_PATH`) and the static root (`STATIC_ROOT`);
-//! - joins that refuse `..`, absolute paths, NUL bytes and symlinks leading out of a root;
-//! - atomic writes (temporary file, fsync, rename) and a content-addressed blob store;
-//! - avatar processing, and the static-file `tower::Service` behind `static_server`, with HTTP
-//!   caching, conditional requests and byte ranges.
+//! - [`root`]: a [`Root`] is a directory that outside input can only reach into: relative paths
+//!   are checked (no `..`, no absolute paths, no NUL bytes, no backslashes, no hidden names) and
+//!   opened by the kernel beneath the root's handle, so no symlink leads out of it. Writes are
+//!   atomic (temporary file in the same directory, fsync, rename, fsync of the directory).
+//! - The four roots of a deployment as types: [`ReposRoot`] (`APP_REPOS_ROOT`), [`AvatarRoot`]
+//!   (`APP_AVATAR_PATH`), [`FilesRoot`] (`STORAGE_PATH`) and [`StaticRoot`] (`STATIC_ROOT`).
+//! - [`blobs`]: a content-addressed store (SHA-256, each blob stored once).
+//! - [`serve`]: the static file service behind `static_server`.
 //!
 //! It depends only on `platform-core`.
+//!
+//! # Example
+//!
+//! ```
+//! use platform_storage::{FilesRoot, blobs::BlobStore};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let files = FilesRoot::open(dir.path()).unwrap();
+//! let store = BlobStore::new(files.root().clone());
+//! let first = store.put(b"hello").unwrap();
+//! let again = store.put(b"hello").unwrap();
+//! assert_eq!(first.id, again.id);
+//! assert!(first.created && !again.created);
+//! assert!(files.contains_file(&first.id.relative_path()));
+//!
+//! // Paths from outside cannot leave the root.
+//! assert!(files.open_file("../etc/passwd").is_err());
+//! assert!(files.open_file("/etc/passwd").is_err());
+//! ```
+
+pub mod blobs;
+pub mod root;
+pub mod serve;
+
+use std::ops::Deref;
+use std::path::Path;
+
+pub use root::{Root, StorageError};
+
+macro_rules! typed_roots {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name(Root);
+
+        impl $name {
+            /// Opens (creating it if needed) the directory at `path`.
+            ///
+            /// # Errors
+            ///
+            /// Fails when the directory cannot be created or opened.
+            pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+                Root::open(path).map(Self)
+            }
+
+            /// Returns the untyped root.
+            pub fn root(&self) -> &Root {
+                &self.0
+            }
+        }
+
+        impl Deref for $name {
+            type Target = Root;
+
+            fn deref(&self) -> &Root {
+                &self.0
+            }
+        }
+    )*};
+}
+
+typed_roots! {
+    /// The bare repositories (`APP_REPOS_ROOT`).
+    ReposRoot;
+    /// Avatars as served (`APP_AVATAR_PATH`).
+    AvatarRoot;
+    /// Uploaded files and the blob store (`STORAGE_PATH`).
+    FilesRoot;
+    /// Everything `static_server` serves (`STATIC_ROOT`).
+    StaticRoot;
+}

@@ -3,13 +3,17 @@
 use anyhow::Context as _;
 use platform_core::config::StaticServerConfig;
 use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_storage::StaticRoot;
+use platform_storage::serve::{StaticFiles, StaticOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = StaticServerConfig::from_env()?;
     let _telemetry = platform_core::telemetry::init("static_server", &config.telemetry)?;
 
+    let root = StaticRoot::open(&config.static_root)?;
     let shell = ServiceShell::new("static_server")
+        .with_routes(StaticFiles::new(root.root().clone(), StaticOptions::default()).router())
         .with_readiness(ReadinessCheck::directory("static_root", config.static_root.clone()));
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
