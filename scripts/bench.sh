@@ -2,9 +2,11 @@
 # Runs a benchmark against real services started for it, and prints its table.
 #   scripts/bench.sh queue     the job queue against raw NATS JetStream and raw Redis Streams
 #   scripts/bench.sh git       gitserver against git http-backend behind nginx + fcgiwrap
+#   scripts/bench.sh static    static_server against nginx, with wrk
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/bench.sh queue|git}
+name=${1:?usage: scripts/bench.sh queue|git|static}
+if [ "$name" = static ]; then exec scripts/bench-static.sh; fi
 scripts/services.sh install
 work=$(mktemp -d)
 trap 'scripts/services.sh stop "$work/services"; rm -rf "$work"' EXIT
@@ -14,5 +16,5 @@ scripts/services.sh start "$work/services"
 case $name in
   queue) cargo bench --locked -p platform-core --bench queue ;;
   git) scripts/bench-git.sh ;;
-  *) echo "usage: scripts/bench.sh queue|git" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh queue|git|static" >&2; exit 2 ;;
 esac

@@ -12,10 +12,11 @@
 //! representation the client names), `X-Content-Type-Options: nosniff`, and `Cache-Control`:
 //! `immutable` under the content-addressed prefixes, revalidation (`no-cache`) elsewhere.
 
-use std::future::Future;
+use std::future::Future as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -38,7 +39,9 @@ pub struct StaticOptions {
     /// `Cache-Control: public, max-age=31536000, immutable`. Default: `files/blobs/` and
     /// `avatars/`.
     pub immutable_prefixes: Vec<String>,
-    /// The size of the pieces files are read and sent in. Default 256 KiB.
+    /// The size of the pieces files are read and sent in. Default 64 KiB: measured with wrk,
+    /// 256 KiB made 4 KiB files 20% slower (a buffer that size per response) for 8% more
+    /// throughput on 10 MiB files.
     pub chunk_size: usize,
 }
 
@@ -46,7 +49,7 @@ impl Default for StaticOptions {
     fn default() -> Self {
         Self {
             immutable_prefixes: vec!["files/blobs/".to_owned(), "avatars/".to_owned()],
-            chunk_size: 256 * 1024,
+            chunk_size: 64 * 1024,
         }
     }
 }
@@ -142,7 +145,13 @@ impl StaticFiles {
     }
 }
 
-/// Opens files for `ServeDir` through a [`Root`], off the async threads.
+/// Opens files for `ServeDir` through a [`Root`].
+///
+/// Opening and `fstat` happen right on the async threads, and so do reads of data already in the
+/// page cache (`preadv2` with `RWF_NOWAIT`): they take microseconds, while a hop to the blocking
+/// pool costs more than the work (4 KiB files were twice as slow, 10 MiB files 16% slower that
+/// way). Only reads that would wait for the disk go to the blocking pool, so a cold file never
+/// stalls the async threads.
 #[derive(Clone, Debug)]
 pub struct BeneathBackend {
     root: Root,
@@ -164,62 +173,124 @@ fn to_io(error: StorageError) -> io::Error {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(io::Error::other)?.map_err(to_io)
-}
-
-type Boxed<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
-
 impl Backend for BeneathBackend {
     type File = BeneathFile;
     type Metadata = std::fs::Metadata;
-    type OpenFuture = Boxed<BeneathFile>;
-    type MetadataFuture = Boxed<std::fs::Metadata>;
+    type OpenFuture = std::future::Ready<io::Result<BeneathFile>>;
+    type MetadataFuture = std::future::Ready<io::Result<std::fs::Metadata>>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
-        let root = self.root.clone();
-        Box::pin(async move {
-            let relative = relative(&path)?;
-            let (file, metadata) = blocking(move || root.open_file(&relative)).await?;
-            Ok(BeneathFile { file: tokio::fs::File::from_std(file), metadata })
-        })
+        std::future::ready(relative(&path).and_then(|relative| {
+            let (file, metadata) = self.root.open_file(&relative).map_err(to_io)?;
+            Ok(BeneathFile {
+                file: Arc::new(file),
+                metadata,
+                position: 0,
+                cached_reads: true,
+                pending: None,
+            })
+        }))
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        let root = self.root.clone();
-        Box::pin(async move {
-            let relative = relative(&path)?;
-            blocking(move || root.metadata(&relative)).await
-        })
+        std::future::ready(
+            relative(&path).and_then(|relative| self.root.metadata(&relative).map_err(to_io)),
+        )
     }
 }
 
 /// A file opened by [`BeneathBackend`], with the metadata read when it was opened.
 #[derive(Debug)]
 pub struct BeneathFile {
-    file: tokio::fs::File,
+    file: Arc<std::fs::File>,
     metadata: std::fs::Metadata,
+    position: u64,
+    /// Whether the file system honours `RWF_NOWAIT`.
+    cached_reads: bool,
+    /// A read that went to the blocking pool.
+    pending: Option<tokio::task::JoinHandle<io::Result<Vec<u8>>>>,
 }
 
 impl AsyncRead for BeneathFile {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_read(cx, buf)
+        let this = self.get_mut();
+        loop {
+            if let Some(pending) = this.pending.as_mut() {
+                let read = std::task::ready!(Pin::new(pending).poll(cx));
+                this.pending = None;
+                let bytes = read.map_err(io::Error::other)??;
+                // The read asked for no more than this buffer had room for.
+                let take = bytes.len().min(buf.remaining());
+                buf.put_slice(&bytes[..take]);
+                this.position += take as u64;
+                return Poll::Ready(Ok(()));
+            }
+            let rest = this.metadata.len().saturating_sub(this.position);
+            let wanted = usize::try_from(rest).unwrap_or(usize::MAX).min(buf.remaining());
+            if wanted == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if this.cached_reads {
+                // Initialising (zeroing) only what the rest of the file needs keeps small files
+                // cheap: the buffer offered is as large as the service's chunk size.
+                let target = buf.initialize_unfilled_to(wanted);
+                let read = rustix::io::preadv2(
+                    &*this.file,
+                    &mut [io::IoSliceMut::new(target)],
+                    this.position,
+                    rustix::io::ReadWriteFlags::NOWAIT,
+                );
+                match read {
+                    Ok(read) => {
+                        buf.advance(read);
+                        this.position += read as u64;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(rustix::io::Errno::AGAIN) => {}
+                    Err(
+                        rustix::io::Errno::OPNOTSUPP
+                        | rustix::io::Errno::NOSYS
+                        | rustix::io::Errno::INVAL,
+                    ) => {
+                        this.cached_reads = false;
+                    }
+                    Err(errno) => return Poll::Ready(Err(errno.into())),
+                }
+            }
+            let (file, position) = (Arc::clone(&this.file), this.position);
+            this.pending = Some(tokio::task::spawn_blocking(move || {
+                let mut bytes = vec![0; wanted];
+                let read = std::os::unix::fs::FileExt::read_at(&*file, &mut bytes, position)?;
+                bytes.truncate(read);
+                Ok(bytes)
+            }));
+        }
     }
 }
 
 impl AsyncSeek for BeneathFile {
-    fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
-        Pin::new(&mut self.file).start_seek(position)
+    fn start_seek(self: Pin<&mut Self>, target: io::SeekFrom) -> io::Result<()> {
+        let this = self.get_mut();
+        if this.pending.is_some() {
+            return Err(io::Error::other("seek while a read is in progress"));
+        }
+        let len = this.metadata.len();
+        let position = match target {
+            io::SeekFrom::Start(offset) => Some(offset),
+            io::SeekFrom::End(delta) => len.checked_add_signed(delta),
+            io::SeekFrom::Current(delta) => this.position.checked_add_signed(delta),
+        };
+        this.position = position
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(())
     }
 
-    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        Pin::new(&mut self.file).poll_complete(cx)
+    fn poll_complete(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        Poll::Ready(Ok(self.position))
     }
 }
 

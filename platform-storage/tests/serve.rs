@@ -274,3 +274,26 @@ async fn the_traversal_corpus_gets_404_and_nothing_from_outside() -> anyhow::Res
     assert_eq!(server.raw("/a/hello.txt").await?.0, 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_files_stream_whole_and_in_ranges_even_when_not_cached() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let path = server.dir.join("root/large.bin");
+    let content: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &content)?;
+    let file = std::fs::File::open(&path)?;
+    file.sync_all()?;
+    // Out of the page cache, so that reads go to the blocking pool rather than the fast path.
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
+
+    let url = format!("http://{}/large.bin", server.addr);
+    let whole = server.client.get(&url).send().await?.bytes().await?;
+    assert!(whole.as_ref() == content.as_slice(), "the whole file, byte for byte");
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
+    let part = server.client.get(&url).header("range", "bytes=1000000-2999999").send().await?;
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(part.bytes().await?.as_ref() == &content[1_000_000..3_000_000]);
+    Ok(())
+}

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use platform_core::config::StaticServerConfig;
-use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
 use platform_storage::StaticRoot;
 use platform_storage::serve::{StaticFiles, StaticOptions};
 
@@ -14,6 +14,8 @@ async fn main() -> anyhow::Result<()> {
     let root = StaticRoot::open(&config.static_root)?;
     let shell = ServiceShell::new("static_server")
         .with_routes(StaticFiles::new(root.root().clone(), StaticOptions::default()).router())
+        // Answers start at once; a download takes as long as the client needs.
+        .with_limits(RouteLimits { request_timeout: None, body_limit: None })
         .with_readiness(ReadinessCheck::directory("static_root", config.static_root.clone()));
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
