@@ -31,7 +31,9 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- end -}}
 
 {{/*
-Sub-paths of the shared-data volume each service mounts, exactly as the README's storage table.
+Sub-paths of the shared-data volume each service mounts, as the README's storage table. static_server
+also gets what app writes (avatars, files) read-only at the same places under its /data, so that
+the URLs app hands out are served.
 */}}
 {{- define "platform.mounts" -}}
 {{- $repos := dict "subPath" "repos" "mountPath" "/data/repos" -}}
@@ -39,7 +41,7 @@ Sub-paths of the shared-data volume each service mounts, exactly as the README's
   "app" (list $repos (dict "subPath" "avatars" "mountPath" "/data/avatars") (dict "subPath" "files" "mountPath" "/data/files"))
   "gitserver" (list $repos)
   "git_hook" (list $repos)
-  "static_server" (list (dict "subPath" "static" "mountPath" "/data"))
+  "static_server" (list (dict "subPath" "static" "mountPath" "/data") (dict "subPath" "avatars" "mountPath" "/data/avatars" "readOnly" true) (dict "subPath" "files" "mountPath" "/data/files" "readOnly" true))
 -}}
 {{- toJson (dict "mounts" (index $mounts . | default list)) -}}
 {{- end -}}

@@ -131,7 +131,8 @@ class Storage(unittest.TestCase):
         "app": {("repos", "/data/repos"), ("avatars", "/data/avatars"), ("files", "/data/files")},
         "gitserver": {("repos", "/data/repos")},
         "git_hook": {("repos", "/data/repos")},
-        "static_server": {("static", "/data")},
+        # The table's mount, plus app's avatars and files, read-only, where its URLs point.
+        "static_server": {("static", "/data"), ("avatars", "/data/avatars"), ("files", "/data/files")},
         "email_worker": set(),
         "metrics_aggregator": set(),
     }
@@ -144,6 +145,11 @@ class Storage(unittest.TestCase):
                 (m["subPath"], m["mountPath"]) for m in main["volumeMounts"] if m["name"] == "shared-data"
             }
             self.assertEqual(mounts, expected, service)
+            writable = {
+                m["mountPath"] for m in main["volumeMounts"] if m["name"] == "shared-data" and not m.get("readOnly")
+            }
+            if service == "static_server":
+                self.assertEqual(writable, {"/data"}, "static_server cannot change app's files")
             volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
             if expected:
                 self.assertEqual(volumes["shared-data"]["persistentVolumeClaim"]["claimName"], "shared-data")
