@@ -7,6 +7,8 @@
 //! - The four roots of a deployment as types: [`ReposRoot`] (`APP_REPOS_ROOT`), [`AvatarRoot`]
 //!   (`APP_AVATAR_PATH`), [`FilesRoot`] (`STORAGE_PATH`) and [`StaticRoot`] (`STATIC_ROOT`).
 //! - [`blobs`]: a content-addressed store (SHA-256, each blob stored once).
+//! - [`avatars`]: uploads re-encoded as fixed-size square PNGs (nothing but pixels survives), and
+//!   generated default avatars.
 //! - [`serve`]: the static file service behind `static_server`.
 //!
 //! It depends only on `platform-core`.
@@ -30,6 +32,7 @@
 //! assert!(files.open_file("/etc/passwd").is_err());
 //! ```
 
+pub mod avatars;
 pub mod blobs;
 pub mod root;
 pub mod serve;
