@@ -207,8 +207,9 @@ class Ingress(unittest.TestCase):
             self.assertEqual(ingress["spec"]["ingressClassName"], "nginx")
             self.assertEqual(ingress["spec"]["rules"][0]["host"], "your-domain.com")
             self.assertEqual(ingress["spec"]["tls"][0]["secretName"], "tls")
-        api_backend = api["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-        self.assertEqual(api_backend, "deploy-app")
+        api_paths = {p["path"]: p["backend"]["service"]["name"] for p in api["spec"]["rules"][0]["http"]["paths"]}
+        self.assertEqual(api_paths, {"/": "deploy-app", "/static": "deploy-static-server"})
+        self.assertEqual(api["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"], "26m")
         git_paths = git["spec"]["rules"][0]["http"]["paths"]
         self.assertEqual({p["backend"]["service"]["name"] for p in git_paths}, {"deploy-gitserver"})
         self.assertTrue(any(p["path"].endswith("git-receive-pack$") for p in git_paths))

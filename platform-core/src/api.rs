@@ -57,6 +57,18 @@ pub enum ApiError {
         /// The field at fault.
         field: &'static str,
     },
+    /// 413: the request body is larger than the route accepts; nothing was kept.
+    #[error("the body is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// 415: the body is not of a kind the route accepts.
+    #[error("{message}")]
+    UnsupportedMediaType {
+        /// What was found, and what is accepted.
+        message: String,
+    },
     /// 429: too many attempts; try again after the given time.
     #[error("too many attempts; try again in {} seconds", retry_after.as_secs().max(1))]
     RateLimited {
@@ -88,6 +100,8 @@ impl ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -103,6 +117,8 @@ impl ApiError {
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
             Self::Invalid { .. } => "invalid_field",
+            Self::TooLarge { .. } => "too_large",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal",
         }

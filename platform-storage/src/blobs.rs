@@ -30,6 +30,12 @@ impl BlobId {
     pub fn relative_path(&self) -> String {
         format!("{BLOB_DIR}/{}/{}/{}", &self.0[..2], &self.0[2..4], self.0)
     }
+
+    /// Like [`BlobId::relative_path`], with `.extension` appended: stored so, a blob is served
+    /// with the content type its extension names.
+    pub fn relative_path_with_extension(&self, extension: &str) -> String {
+        format!("{}.{extension}", self.relative_path())
+    }
 }
 
 impl fmt::Display for BlobId {
@@ -125,7 +131,39 @@ impl BlobStore {
     /// # Errors
     ///
     /// [`BlobError::TooLarge`] past the limit; otherwise when the body or the storage fails.
-    pub async fn put_stream<S, E>(&self, mut body: S, limit: u64) -> Result<StoredBlob, BlobError>
+    pub async fn put_stream<S, E>(&self, body: S, limit: u64) -> Result<StoredBlob, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.stream_to(body, limit, None).await
+    }
+
+    /// Like [`BlobStore::put_stream`], storing the blob at
+    /// [`BlobId::relative_path_with_extension`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BlobStore::put_stream`].
+    pub async fn put_stream_with_extension<S, E>(
+        &self,
+        body: S,
+        limit: u64,
+        extension: &str,
+    ) -> Result<StoredBlob, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.stream_to(body, limit, Some(extension)).await
+    }
+
+    async fn stream_to<S, E>(
+        &self,
+        mut body: S,
+        limit: u64,
+        extension: Option<&str>,
+    ) -> Result<StoredBlob, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::error::Error + Send + Sync + 'static,
@@ -145,7 +183,10 @@ impl BlobStore {
             file.write_all(&chunk).map_err(BlobError::Staging)?;
         }
         let id = BlobId(hex::encode(hasher.finalize()));
-        let path = id.relative_path();
+        let path = match extension {
+            Some(extension) => id.relative_path_with_extension(extension),
+            None => id.relative_path(),
+        };
         if self.root.contains_file(&path) {
             return Ok(StoredBlob { id, size, created: false });
         }

@@ -10,6 +10,7 @@
 //! - [`avatars`]: uploads re-encoded as fixed-size square PNGs (nothing but pixels survives), and
 //!   generated default avatars.
 //! - [`serve`]: the static file service behind `static_server`.
+//! - [`api`]: the avatar and attachment routes `app` serves.
 //!
 //! It depends only on `platform-core`.
 //!
@@ -32,6 +33,7 @@
 //! assert!(files.open_file("/etc/passwd").is_err());
 //! ```
 
+pub mod api;
 pub mod avatars;
 pub mod blobs;
 pub mod root;
@@ -40,7 +42,13 @@ pub mod serve;
 use std::ops::Deref;
 use std::path::Path;
 
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
 pub use root::{Root, StorageError};
+
+/// The migrations that create this crate's tables (`user_avatars`); run them with
+/// `platform_core::db::Database::migrate_all` together with the core's.
+pub const STORAGE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 macro_rules! typed_roots {
     ($($(#[$doc:meta])* $name:ident;)*) => {$(

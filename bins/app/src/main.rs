@@ -6,9 +6,11 @@ use platform_core::config::AppConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
-use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
 use platform_git::api::RepoApi;
 use platform_git::store::RepoStore;
+use platform_storage::api::{StorageApi, UploadLimits};
+use platform_storage::{AvatarRoot, FilesRoot};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,7 +18,13 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = platform_core::telemetry::init("app", &config.telemetry)?;
 
     let database = Database::connect(&config.database);
-    database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
+    database
+        .migrate_all([
+            CORE_MIGRATIONS,
+            platform_git::GIT_MIGRATIONS,
+            platform_storage::STORAGE_MIGRATIONS,
+        ])
+        .await?;
     let redis = Redis::connect(&config.redis)?;
     tokio::fs::create_dir_all(&config.repos_root)
         .await
@@ -29,9 +37,24 @@ async fn main() -> anyhow::Result<()> {
     let accounts = Accounts::new(database.clone(), redis.clone(), queue.clone(), &config.session)?;
     let store = RepoStore::new(&config.repos_root);
     let repos = RepoApi::new(accounts.clone(), store, config.domain.public_url.clone());
-    let routes = accounts::api(accounts).merge(platform_git::api::api(repos));
+    // static_server serves STATIC_ROOT at /static/ of the public URL (the chart's Ingress).
+    let static_url = config.domain.public_url.join("static/")?;
+    let limits = UploadLimits::default();
+    let body_limit = usize::try_from(limits.attachment_bytes)?;
+    let uploads = StorageApi::new(
+        accounts.clone(),
+        AvatarRoot::open(&config.avatar_path)?,
+        &FilesRoot::open(&config.storage_path)?,
+        &static_url,
+        limits,
+    );
+    let routes = accounts::api(accounts)
+        .merge(platform_git::api::api(repos))
+        .merge(platform_storage::api::api(uploads));
     let shell = shell
         .with_routes(platform_core::api::documented(routes, "platform", env!("CARGO_PKG_VERSION")))
+        // Uploads stream against their own limits; JSON bodies keep axum's 2 MB.
+        .with_limits(RouteLimits { body_limit: Some(body_limit), ..RouteLimits::default() })
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
         .with_readiness(queue.readiness_check())

@@ -34,7 +34,7 @@ fn scratch_dir() -> PathBuf {
 }
 
 fn migration_count() -> usize {
-    ["platform-core", "platform-git"]
+    ["platform-core", "platform-git", "platform-storage"]
         .iter()
         .map(|krate| {
             let dir =

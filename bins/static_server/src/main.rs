@@ -12,8 +12,12 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = platform_core::telemetry::init("static_server", &config.telemetry)?;
 
     let root = StaticRoot::open(&config.static_root)?;
+    let files = StaticFiles::new(root.root().clone(), StaticOptions::default()).router();
+    // The same files at /static/, where the public URLs app hands out point (the Ingress
+    // forwards that prefix as it is).
+    let routes = axum::Router::new().nest("/static", files.clone()).fallback_service(files);
     let shell = ServiceShell::new("static_server")
-        .with_routes(StaticFiles::new(root.root().clone(), StaticOptions::default()).router())
+        .with_routes(routes)
         // Answers start at once; a download takes as long as the client needs.
         .with_limits(RouteLimits { request_timeout: None, body_limit: None })
         .with_readiness(ReadinessCheck::directory("static_root", config.static_root.clone()));

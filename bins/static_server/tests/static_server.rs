@@ -32,6 +32,9 @@ async fn serves_static_root_beside_health_and_metrics() -> anyhow::Result<()> {
         assert_eq!(response.status(), 404, "{refused}");
         assert!(!response.text().await?.contains("TOP SECRET"));
     }
+    let prefixed = reqwest::get(server.url("/static/files/blobs/ab/cd/abcd")).await?;
+    assert_eq!(prefixed.status(), 200, "also under /static/, where app's URLs point");
+    assert_eq!(prefixed.text().await?, "blob");
     let metrics = reqwest::get(server.url("/metrics")).await?.text().await?;
     assert!(metrics.contains("http_requests_total"), "requests are counted:\n{metrics}");
     std::fs::remove_dir_all(&dir)?;
