@@ -83,9 +83,21 @@ stop() {
   local dir=$1
   [ -d "$dir" ] || return 0
   [ -f "$dir/postgres/postmaster.pid" ] && "$here/postgres.sh" stop "$dir/postgres" || true
-  local pidfile
+  local pidfile pid pids=()
   for pidfile in "$dir/redis/redis.pid" "$dir/nats/nats.pid"; do
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  # Wait (up to 10 s) for them to exit: Redis writes its files on the way out, and whoever
+  # removes DIR next must not race it.
+  local waited=0 alive
+  while [ "$waited" -lt 100 ]; do
+    alive=false
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
+    $alive || break
+    sleep 0.1
+    waited=$((waited + 1))
   done
 }
 
