@@ -79,6 +79,10 @@ fn the_charts_configmap_loads_for_every_service() {
     let (key, listed) = keygen("ed25519", &[]);
     let env = full_env(&key);
     let app = AppConfig::from_env_map(&env).expect("app config loads");
+    assert_eq!(
+        (app.uploads.avatar_max_bytes, app.uploads.attachment_max_bytes),
+        (5 << 20, 25 << 20)
+    );
     assert_eq!(app.http.addr.port(), 3000);
     assert_eq!(app.embedding.model, "text-embedding-3-small");
     assert_eq!(app.embedding.base_url.as_str(), "https://api.openai.com/v1");
@@ -204,6 +208,7 @@ fn invalid_values_are_named_and_secrets_never_repeated() {
     env.insert("APP_REPOS_ROOT".into(), "relative/repos".into());
     env.insert("APP_SMTP_TLS".into(), "sometimes".into());
     env.insert("APP_SMTP_SEND_TIMEOUT_SECONDS".into(), "soon".into());
+    env.insert("APP_ATTACHMENT_MAX_BYTES".into(), "-1".into());
     env.insert("APP_EMBED_MODEL_DIMENSIONS".into(), "-3".into());
     env.insert("NATS_URL".into(), format!("http://user:{NATS_TOKEN}@nats"));
 
@@ -223,6 +228,7 @@ fn invalid_values_are_named_and_secrets_never_repeated() {
         (&git, "APP_SSH_PORT: must be a port number from 1 to 65535 (got \"70000\")"),
         (&mail, "APP_SMTP_TLS: must be implicit, starttls or none"),
         (&mail, "APP_SMTP_SEND_TIMEOUT_SECONDS: must be a positive whole number"),
+        (&app, "APP_ATTACHMENT_MAX_BYTES: must be a positive whole number"),
     ] {
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }

@@ -39,8 +39,12 @@ async fn main() -> anyhow::Result<()> {
     let repos = RepoApi::new(accounts.clone(), store, config.domain.public_url.clone());
     // static_server serves STATIC_ROOT at /static/ of the public URL (the chart's Ingress).
     let static_url = config.domain.public_url.join("static/")?;
-    let limits = UploadLimits::default();
-    let body_limit = usize::try_from(limits.attachment_bytes)?;
+    let mut limits = UploadLimits {
+        attachment_bytes: config.uploads.attachment_max_bytes,
+        ..UploadLimits::default()
+    };
+    limits.avatar.max_upload_bytes = usize::try_from(config.uploads.avatar_max_bytes)?;
+    let body_limit = usize::try_from(limits.attachment_bytes.max(config.uploads.avatar_max_bytes))?;
     let uploads = StorageApi::new(
         accounts.clone(),
         AvatarRoot::open(&config.avatar_path)?,

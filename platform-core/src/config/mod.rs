@@ -457,6 +457,26 @@ impl SshConfig {
     }
 }
 
+/// Upload limits of `app`: `APP_AVATAR_MAX_BYTES` (default 5 MiB) and
+/// `APP_ATTACHMENT_MAX_BYTES` (default 25 MiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadLimitsConfig {
+    /// The largest avatar upload, in bytes.
+    pub avatar_max_bytes: u64,
+    /// The largest attachment, in bytes.
+    pub attachment_max_bytes: u64,
+}
+
+impl UploadLimitsConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let avatar = env.or_default("APP_AVATAR_MAX_BYTES", 5 << 20, env::parse_positive::<u64>);
+        let attachment =
+            env.or_default("APP_ATTACHMENT_MAX_BYTES", 25 << 20, env::parse_positive::<u64>);
+        Some(Self { avatar_max_bytes: avatar?, attachment_max_bytes: attachment? })
+    }
+}
+
 /// Limits of the git transports: `APP_GIT_MAX_PUSH_BYTES` (default 2 GiB),
 /// `APP_GIT_MAX_FILE_BYTES` (default 100 MiB; the largest file a push may add) and
 /// `APP_GIT_TIMEOUT_SECONDS` (default 3600; the longest one clone, fetch or push may take).

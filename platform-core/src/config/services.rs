@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::GitLimitsConfig;
+use super::{GitLimitsConfig, UploadLimitsConfig};
 
 use super::{
     AiConfig, ConfigError, DatabaseConfig, DomainConfig, EmbeddingConfig, EnvReader, HttpConfig,
@@ -66,6 +66,8 @@ pub struct AppConfig {
     pub avatar_path: PathBuf,
     /// `STORAGE_PATH`.
     pub storage_path: PathBuf,
+    /// Upload limits.
+    pub uploads: UploadLimitsConfig,
     /// The chat and embedding API.
     pub ai: AiConfig,
     /// The embedding model.
@@ -97,13 +99,14 @@ impl AppConfig {
             StorageRoots::repos(&mut env),
             StorageRoots::avatars(&mut env),
             StorageRoots::files(&mut env),
+            UploadLimitsConfig::read(&mut env),
         );
         let ai = AiConfig::read(&mut env);
         let embedding = EmbeddingConfig::read(&mut env, ai.as_ref());
         let qdrant = QdrantConfig::read(&mut env);
         let (
             (telemetry, http, database, redis, nats, domain, session),
-            (repos_root, avatar_path, storage_path),
+            (repos_root, avatar_path, storage_path, uploads),
             ai,
             embedding,
             qdrant,
@@ -119,6 +122,7 @@ impl AppConfig {
             repos_root,
             avatar_path,
             storage_path,
+            uploads,
             ai,
             embedding,
             qdrant,
