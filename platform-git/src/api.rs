@@ -290,7 +290,24 @@ fn record_error(error: RecordError) -> ApiError {
             message: format!("you already have a repository named {name:?}"),
             field: Some("name"),
         },
+        // Deleted by a concurrent request after it was looked up: gone, as far as this one goes.
+        RecordError::Query(diesel::result::Error::NotFound) => {
+            ApiError::NotFound { what: "repository" }
+        }
         other => ApiError::internal(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repository_that_vanished_mid_request_is_a_404() {
+        let error = record_error(RecordError::Query(diesel::result::Error::NotFound));
+        assert_eq!(error.status(), axum::http::StatusCode::NOT_FOUND);
+        let taken = record_error(RecordError::NameTaken { name: "x".into() });
+        assert_eq!(taken.status(), axum::http::StatusCode::CONFLICT);
     }
 }
 
