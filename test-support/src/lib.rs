@@ -345,33 +345,6 @@ impl Broker {
         Ok(())
     }
 
-    /// Freezes the broker (SIGSTOP): connections stay open and nothing answers, as when a
-    /// broker hangs.
-    ///
-    /// # Errors
-    ///
-    /// Fails when it cannot be signalled.
-    pub fn pause(&self) -> anyhow::Result<()> {
-        self.signal("-STOP")
-    }
-
-    /// Lets a paused broker run again (SIGCONT).
-    ///
-    /// # Errors
-    ///
-    /// Fails when it cannot be signalled.
-    pub fn resume(&self) -> anyhow::Result<()> {
-        self.signal("-CONT")
-    }
-
-    fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let child = self.child.as_ref().context("the broker is not running")?;
-        let status =
-            std::process::Command::new("kill").args([signal, &child.id().to_string()]).status()?;
-        anyhow::ensure!(status.success(), "kill {signal} failed");
-        Ok(())
-    }
-
     /// Stops the broker gracefully (SIGTERM) and waits for it to exit.
     ///
     /// # Errors
