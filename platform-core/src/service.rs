@@ -27,29 +27,36 @@
 //! ```
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::ServiceExt as _;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt as _};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{Trace, TraceLayer};
 
 use crate::db::Database;
 use crate::redis::Redis;
@@ -227,6 +234,8 @@ pub struct ServiceShell {
     metrics: Metrics,
     checks: Vec<ReadinessCheck>,
     routes: Router,
+    has_routes: bool,
+    service: Option<AppService>,
     limits: RouteLimits,
     shutdown_grace: Duration,
 }
@@ -244,6 +253,8 @@ impl ServiceShell {
             name,
             checks: Vec::new(),
             routes: Router::new(),
+            has_routes: false,
+            service: None,
             limits: RouteLimits::default(),
             shutdown_grace: Duration::from_secs(25),
         }
@@ -257,6 +268,25 @@ impl ServiceShell {
     /// Adds the service's own routes. They must not use `/healthz`, `/readyz` or `/metrics`.
     pub fn with_routes(mut self, routes: Router) -> Self {
         self.routes = self.routes.merge(routes);
+        self.has_routes = true;
+        self
+    }
+
+    /// Answers every request the operational endpoints and the routes do not with `service`.
+    ///
+    /// A service that answers every path itself (static files) and is given no routes is called
+    /// directly, without routing: it is spared the router's work on each request. It gets the
+    /// same layers as routes (limits, metrics under the route `unmatched`, panics caught).
+    pub fn with_service<S>(mut self, service: S) -> Self
+    where
+        S: Service<Request, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.service = Some(AppService::new(service));
         self
     }
 
@@ -281,18 +311,20 @@ impl ServiceShell {
 
     /// Builds the complete router, for serving elsewhere or testing with `oneshot`.
     pub fn router(&self) -> Router {
-        self.build_router(Arc::new(AtomicBool::new(false)))
+        Router::new().fallback_service(self.build_service(Arc::new(AtomicBool::new(false))))
     }
 
-    fn build_router(&self, draining: Arc<AtomicBool>) -> Router {
-        let mut routes = self.routes.clone();
-        if let Some(limit) = self.limits.body_limit {
-            routes = routes.layer(RequestBodyLimitLayer::new(limit));
-        }
-        if let Some(timeout) = self.limits.request_timeout {
-            routes = routes
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
-        }
+    /// The whole service: the operational endpoints and the service's own, behind the layers
+    /// every request goes through.
+    ///
+    /// Layers given to `Router::layer` are wrapped around every route and cloned with it on
+    /// every request, so only what needs the matched route (metrics) and what must catch a
+    /// handler's panic before metrics see the answer go there, as one layer; the rest wraps the
+    /// whole service once.
+    fn build_service(&self, draining: Arc<AtomicBool>) -> ShellService {
+        let per_route = ServiceBuilder::new()
+            .layer(RecordMetricsLayer { metrics: self.metrics.http().clone() })
+            .layer(CatchPanicLayer::new());
         let readiness = Arc::new(Readiness {
             service: self.name.clone(),
             checks: self.checks.clone(),
@@ -302,7 +334,34 @@ impl ServiceShell {
         let operational = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz).with_state(readiness))
-            .route("/metrics", get(move || serve_metrics(metrics.clone())));
+            .route("/metrics", get(move || serve_metrics(metrics.clone())))
+            .layer(per_route.clone());
+
+        let unlimited = self.limits.request_timeout.is_none() && self.limits.body_limit.is_none();
+        let own = match &self.service {
+            Some(service) if !self.has_routes && unlimited => AppService::new(
+                ServiceBuilder::new()
+                    .layer(per_route)
+                    .service(service.clone())
+                    .map_response(IntoResponse::into_response),
+            ),
+            service => {
+                let mut routes = self.routes.clone();
+                if let Some(service) = service {
+                    routes = routes.fallback_service(service.clone());
+                }
+                if let Some(limit) = self.limits.body_limit {
+                    routes = routes.layer(RequestBodyLimitLayer::new(limit));
+                }
+                if let Some(timeout) = self.limits.request_timeout {
+                    routes = routes.layer(TimeoutLayer::with_status_code(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        timeout,
+                    ));
+                }
+                AppService::new(routes.layer(per_route))
+            }
+        };
 
         let sensitive = [
             header::AUTHORIZATION,
@@ -311,27 +370,13 @@ impl ServiceShell {
             header::SET_COOKIE,
         ];
         let request_id = HeaderName::from_static("x-request-id");
-        operational
-            .merge(routes)
-            .layer(CatchPanicLayer::new())
-            .layer(middleware::from_fn_with_state(self.metrics.http().clone(), record_metrics))
-            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                // The path only: query strings can carry tokens.
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = request.uri().path(),
-                    request_id,
-                )
-            }))
-            .layer(PropagateRequestIdLayer::new(request_id.clone()))
-            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        ServiceBuilder::new()
+            .map_response(IntoResponse::into_response as fn(TracedResponse) -> Response)
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(TraceLayer::new_for_http().make_span_with(make_request_span as MakeSpan))
+            .service(Dispatch { operational, own })
     }
 
     /// Serves until `shutdown` completes, then stops accepting connections, waits up to the
@@ -350,7 +395,7 @@ impl ServiceShell {
     ) -> Result<(), ServeError> {
         let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
         let draining = Arc::new(AtomicBool::new(false));
-        let router = self.build_router(Arc::clone(&draining));
+        let service = self.build_service(Arc::clone(&draining));
         let stopping = CancellationToken::new();
         // Without TCP_NODELAY, small answers (git's negotiation rounds, JSON) can wait for the
         // peer's delayed ACK: tens of milliseconds each.
@@ -360,7 +405,7 @@ impl ServiceShell {
             }
         });
         let server =
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            axum::serve(listener, service.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown({
                     let stopping = stopping.clone();
                     let service = self.name.clone();
@@ -386,6 +431,71 @@ impl ServiceShell {
         }
         tracing::info!(service = %self.name, "stopped");
         Ok(())
+    }
+}
+
+/// The service's own requests, whichever way they are routed.
+type AppService = BoxCloneSyncService<Request, Response, Infallible>;
+
+type MakeSpan = fn(&Request) -> tracing::Span;
+
+type TracedResponse = axum::http::Response<
+    tower_http::trace::ResponseBody<
+        axum::body::Body,
+        tower_http::classify::NeverClassifyEos<tower_http::classify::ServerErrorsFailureClass>,
+    >,
+>;
+
+/// Everything a request goes through; a concrete type, so nothing is boxed or cloned deeply on
+/// each request.
+type ShellService = tower::util::MapResponse<
+    SetSensitiveRequestHeaders<
+        SetRequestId<
+            PropagateRequestId<Trace<Dispatch, SharedClassifier<ServerErrorsAsFailures>, MakeSpan>>,
+            MakeRequestUuid,
+        >,
+    >,
+    fn(TracedResponse) -> Response,
+>;
+
+fn make_request_span(request: &Request) -> tracing::Span {
+    let request_id =
+        request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // The path only: query strings can carry tokens.
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id,
+    )
+}
+
+/// Sends the operational endpoints to their router and everything else to the service's own.
+#[derive(Clone)]
+struct Dispatch {
+    operational: Router,
+    own: AppService,
+}
+
+impl Service<Request> for Dispatch {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        <Router as Service<Request>>::Future,
+        <AppService as Service<Request>>::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        std::task::ready!(Service::<Request>::poll_ready(&mut self.operational, cx))?;
+        self.own.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+            futures_util::future::Either::Left(self.operational.call(request))
+        } else {
+            futures_util::future::Either::Right(self.own.call(request))
+        }
     }
 }
 
@@ -485,27 +595,114 @@ impl Drop for InFlight {
     }
 }
 
-async fn record_metrics(
-    State(metrics): State<HttpMetrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    metrics.in_flight.inc();
-    let _in_flight = InFlight(metrics.in_flight.clone());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics
-        .duration
-        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels { method, route, status: response.status().as_u16() })
-        .inc();
-    response
+/// Counts and times every request by method and matched route.
+#[derive(Clone, Debug)]
+struct RecordMetricsLayer {
+    metrics: HttpMetrics,
+}
+
+impl<S> Layer<S> for RecordMetricsLayer {
+    type Service = RecordMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordMetrics { inner, metrics: self.metrics.clone() }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct RecordMetrics<S> {
+    inner: S,
+    metrics: HttpMetrics,
+}
+
+impl<S, B> Service<Request> for RecordMetrics<S>
+where
+    S: Service<Request, Response = axum::http::Response<B>>,
+{
+    type Response = axum::http::Response<B>;
+    type Error = S::Error;
+    type Future = RecordMetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let method = method_label(request.method());
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(Cow::Borrowed("unmatched"), |path| Cow::Owned(path.as_str().to_owned()));
+        self.metrics.in_flight.inc();
+        let recording = Recording {
+            in_flight: InFlight(self.metrics.in_flight.clone()),
+            metrics: self.metrics.clone(),
+            method,
+            route,
+            started: Instant::now(),
+        };
+        RecordMetricsFuture { inner: self.inner.call(request), recording: Some(recording) }
+    }
+}
+
+/// The label of a method: the common ones without allocating.
+fn method_label(method: &axum::http::Method) -> Cow<'static, str> {
+    use axum::http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ];
+    match known.iter().position(|candidate| candidate == method) {
+        Some(index) => {
+            Cow::Borrowed(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"][index])
+        }
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
+}
+
+struct Recording {
+    /// Dropped with the recording, however the request ends.
+    #[allow(dead_code)]
+    in_flight: InFlight,
+    metrics: HttpMetrics,
+    method: Cow<'static, str>,
+    route: Cow<'static, str>,
+    started: Instant,
+}
+
+pin_project_lite::pin_project! {
+    struct RecordMetricsFuture<F> {
+        #[pin]
+        inner: F,
+        recording: Option<Recording>,
+    }
+}
+
+impl<F, B, E> Future for RecordMetricsFuture<F>
+where
+    F: Future<Output = Result<axum::http::Response<B>, E>>,
+{
+    type Output = Result<axum::http::Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(recording)) = (&result, this.recording.take()) {
+            let Recording { metrics, method, route, started, .. } = recording;
+            metrics
+                .duration
+                .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+                .observe(started.elapsed().as_secs_f64());
+            metrics
+                .requests
+                .get_or_create(&RequestLabels { method, route, status: response.status().as_u16() })
+                .inc();
+        }
+        Poll::Ready(result)
+    }
 }

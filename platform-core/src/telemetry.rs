@@ -5,6 +5,7 @@
 //! [`Metrics`] is the Prometheus registry a service exposes at `/metrics`; it comes with the HTTP
 //! request metrics the service shell records.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -135,9 +136,9 @@ fn otlp_tracer_provider(
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The HTTP method.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The route pattern (`/api/repos/{owner}/{name}`), never the raw path, to bound cardinality.
-    pub route: String,
+    pub route: Cow<'static, str>,
     /// The response status code.
     pub status: u16,
 }
@@ -146,9 +147,9 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The HTTP method.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The route pattern.
-    pub route: String,
+    pub route: Cow<'static, str>,
 }
 
 /// The HTTP metrics the service shell records for every request.

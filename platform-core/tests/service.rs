@@ -179,6 +179,52 @@ async fn a_panicking_handler_answers_500_and_the_service_goes_on() {
     assert_eq!(call(&router, get_request("/healthz")).await.0, StatusCode::OK);
 }
 
+/// A service answering every path with it, or panicking on `/boom`.
+fn echo_service() -> impl tower::Service<
+    Request<Body>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(|request: Request<Body>| async move {
+        let path = request.uri().path().to_owned();
+        assert!(path != "/boom", "service bug");
+        Ok(axum::response::IntoResponse::into_response(format!("service saw {path}")))
+    })
+}
+
+#[tokio::test]
+async fn a_service_answers_every_other_path_with_the_shell_around_it() {
+    // Without routes or limits the service is called directly.
+    let router = ServiceShell::new("test")
+        .with_service(echo_service())
+        .with_limits(RouteLimits { request_timeout: None, body_limit: None })
+        .router();
+    let (status, headers, body) = call(&router, get_request("/any/path")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "service saw /any/path"));
+    assert_eq!(headers["x-request-id"].len(), 36, "the shell's layers apply");
+    assert_eq!(call(&router, get_request("/boom")).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(call(&router, get_request("/healthz")).await.2, r#"{"status":"alive"}"#);
+    let metrics = call(&router, get_request("/metrics")).await.2;
+    for line in [
+        r#"http_requests_total{method="GET",route="unmatched",status="200"} 1"#,
+        r#"http_requests_total{method="GET",route="unmatched",status="500"} 1"#,
+        r#"http_requests_total{method="GET",route="/healthz",status="200"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+
+    // Next to routes (and with the default limits), it answers what they do not.
+    let routes = Router::new().route("/route", get(|| async { "route" }));
+    let router =
+        ServiceShell::new("test").with_routes(routes).with_service(echo_service()).router();
+    assert_eq!(call(&router, get_request("/route")).await.2, "route");
+    assert_eq!(call(&router, get_request("/other")).await.2, "service saw /other");
+}
+
 /// Starts a shell on a real socket with a `/slow` route; returns its address and the server task.
 async fn serve_slow(
     grace: Duration,

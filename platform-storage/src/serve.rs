@@ -21,8 +21,9 @@
 //! The header semantics come from crates: `headers` (entity-tag lists and dates of the
 //! conditional headers), `http-range-header` (range syntax), `httpdate`, `mime_guess`.
 
+use std::convert::Infallible;
 use std::fs::File;
-use std::future::Future as _;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,6 +52,9 @@ pub struct StaticOptions {
     /// Files up to this size are read whole and sent with the headers; larger ones are sent in
     /// pieces of this size. Default 64 KiB.
     pub chunk_size: usize,
+    /// A URL path prefix (such as `/static`) under which the same files are served too: a
+    /// request for `/static/a/b` gets the file `a/b`. Default: none.
+    pub url_prefix: Option<String>,
 }
 
 impl Default for StaticOptions {
@@ -58,6 +62,7 @@ impl Default for StaticOptions {
         Self {
             immutable_prefixes: vec!["files/blobs/".to_owned(), "avatars/".to_owned()],
             chunk_size: 64 * 1024,
+            url_prefix: None,
         }
     }
 }
@@ -93,6 +98,13 @@ impl StaticFiles {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
+        let path = match &self.inner.options.url_prefix {
+            Some(prefix) => path
+                .strip_prefix(prefix.as_str())
+                .filter(|rest| rest.starts_with('/'))
+                .unwrap_or(path),
+            None => path,
+        };
         let Some(relative) = decode_path(path) else { return not_found() };
         let Some(opened) = self.open(&relative, headers) else { return not_found() };
         let opened = match opened {
@@ -204,6 +216,27 @@ impl StaticFiles {
             Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => None,
             Err(error) => Some(Err(error)),
         }
+    }
+}
+
+/// The service answering every path, for [`ServiceShell::with_service`]
+/// (`platform_core::service::ServiceShell`), which calls it without routing.
+///
+/// [`ServiceShell::with_service`]: platform_core::service::ServiceShell::with_service
+impl<B: Send + 'static> tower::Service<http::Request<B>> for StaticFiles {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let files = self.clone();
+        Box::pin(async move {
+            Ok(files.respond(request.method(), request.uri().path(), request.headers()).await)
+        })
     }
 }
 

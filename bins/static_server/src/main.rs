@@ -6,18 +6,21 @@ use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
 use platform_storage::StaticRoot;
 use platform_storage::serve::{StaticFiles, StaticOptions};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = StaticServerConfig::from_env()?;
     let _telemetry = platform_core::telemetry::init("static_server", &config.telemetry)?;
 
     let root = StaticRoot::open(&config.static_root)?;
-    let files = StaticFiles::new(root.root().clone(), StaticOptions::default()).router();
     // The same files at /static/, where the public URLs app hands out point (the Ingress
     // forwards that prefix as it is).
-    let routes = axum::Router::new().nest("/static", files.clone()).fallback_service(files);
+    let options = StaticOptions { url_prefix: Some("/static".to_owned()), ..Default::default() };
+    let files = StaticFiles::new(root.root().clone(), options);
     let shell = ServiceShell::new("static_server")
-        .with_routes(routes)
+        .with_service(files)
         // Answers start at once; a download takes as long as the client needs.
         .with_limits(RouteLimits { request_timeout: None, body_limit: None })
         .with_readiness(ReadinessCheck::directory("static_root", config.static_root.clone()));
