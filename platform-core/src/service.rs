@@ -52,7 +52,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestId, PropagateRequestIdLayer, RequestId, SetRequestId,
+    SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -373,7 +374,7 @@ impl ServiceShell {
         ServiceBuilder::new()
             .map_response(IntoResponse::into_response as fn(TracedResponse) -> Response)
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeUuid))
             .layer(PropagateRequestIdLayer::new(request_id))
             .layer(TraceLayer::new_for_http().make_span_with(make_request_span as MakeSpan))
             .service(Dispatch { operational, own })
@@ -452,11 +453,23 @@ type ShellService = tower::util::MapResponse<
     SetSensitiveRequestHeaders<
         SetRequestId<
             PropagateRequestId<Trace<Dispatch, SharedClassifier<ServerErrorsAsFailures>, MakeSpan>>,
-            MakeRequestUuid,
+            MakeUuid,
         >,
     >,
     fn(TracedResponse) -> Response,
 >;
+
+/// Random (v4) UUIDs as request ids, formatted without an intermediate `String`.
+#[derive(Clone, Copy, Debug)]
+struct MakeUuid;
+
+impl MakeRequestId for MakeUuid {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        axum::http::HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
+}
 
 fn make_request_span(request: &Request) -> tracing::Span {
     let request_id =

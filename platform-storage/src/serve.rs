@@ -190,8 +190,11 @@ impl StaticFiles {
     /// Opens the representation to send: a precompressed sibling the client accepts, else the
     /// file itself. `None` when there is no such file (or the path is refused).
     fn open(&self, relative: &str, headers: &HeaderMap) -> Option<Result<Opened, StorageError>> {
-        let content_type =
-            mime_guess::from_path(relative).first_raw().unwrap_or("application/octet-stream");
+        let extension = relative.rsplit_once('.').map(|(_, extension)| extension);
+        let content_type = extension
+            .filter(|extension| !extension.contains('/'))
+            .and_then(|extension| mime_guess::from_ext(extension).first_raw())
+            .unwrap_or("application/octet-stream");
         let encodings =
             headers.get(header::ACCEPT_ENCODING).map(accepted_encodings).unwrap_or_default();
         for encoding in encodings.into_iter().flatten() {
