@@ -2,8 +2,9 @@
 # Static files: static_server against nginx (Debian's, sendfile on, logging off) serving the same
 # directory, with wrk on loopback: a 4 KiB file and a 10 MiB file. Each (file, server) pair runs
 # BENCH_RUNS times (default 5) for BENCH_SECONDS (default 8) with 2 threads and 32 connections,
-# alternating servers; the table shows medians of requests per second and of throughput, and the
-# ratio static_server / nginx.
+# alternating servers; the table shows medians of requests per second, of throughput and of the
+# server's CPU time (user + system) per request, and the ratio static_server / nginx. On a small,
+# shared machine the CPU time per request varies far less between runs than requests per second.
 #
 # Usage: scripts/bench.sh static   (or this script directly; it needs no database)
 set -euo pipefail
@@ -86,33 +87,51 @@ for port in "$ours" "$theirs"; do
   }
 done
 
-# wrk prints "Requests/sec: N" and "Transfer/sec: N.NNMB" (or KB, GB).
-measure() { # PORT FILE -> "rps mib_per_s"
-  wrk -t2 -c32 -d"${seconds}s" "http://127.0.0.1:$1/media/$2" | awk '
+# CPU time (user + system, in clock ticks) used so far by the processes in PIDS.
+cpu_ticks() { # PID...
+  for pid in "$@"; do awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0; done |
+    awk '{ t += $1 } END { print t + 0 }'
+}
+ticks_per_second=$(getconf CLK_TCK)
+our_pid=${pids[0]}
+nginx_pids() { local master; master=$(cat "$work/nginx.pid"); echo "$master" $(pgrep -P "$master"); }
+
+# wrk prints "Requests/sec: N", "Transfer/sec: N.NNMB" (or KB, GB) and "N requests in ...".
+measure() { # PORT FILE PID... -> "rps mib_per_s cpu_us_per_request"
+  local port=$1 file=$2; shift 2
+  local before after
+  before=$(cpu_ticks "$@")
+  local report; report=$(wrk -t2 -c32 -d"${seconds}s" "http://127.0.0.1:$port/media/$file")
+  after=$(cpu_ticks "$@")
+  awk -v used=$((after - before)) -v hz="$ticks_per_second" '
     /^Requests\/sec:/ { rps = $2 }
+    / requests in / { requests = $1 }
     /^Transfer\/sec:/ {
       v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[A-Za-z]+$/, "", v)
       f = (unit == "GB") ? 1024 : (unit == "MB") ? 1 : (unit == "KB") ? 1 / 1024 : 1 / 1048576
       mib = v * f
     }
-    END { printf "%.0f %.1f\n", rps, mib }'
+    END { printf "%.0f %.1f %.1f\n", rps, mib, (requests > 0) ? used / hz * 1e6 / requests : 0 }' <<<"$report"
 }
 
-printf '\n%-10s | %-28s | %-28s | %-12s | %-12s\n' "file" "static_server (req/s, MiB/s)" "nginx (req/s, MiB/s)" "req/s ratio" "MiB/s ratio"
-printf -- '-----------+------------------------------+------------------------------+--------------+-------------\n'
+printf '\n%-8s | %-34s | %-34s | %-12s | %-12s\n' "file" "static_server (req/s, MiB/s, CPU)" "nginx (req/s, MiB/s, CPU)" "req/s ratio" "MiB/s ratio"
+printf -- '---------+------------------------------------+------------------------------------+--------------+-------------\n'
 for file in small.bin large.bin; do
   : >"$work/ours.txt"; : >"$work/theirs.txt"
   for _ in $(seq 1 "$runs"); do
-    measure "$ours" "$file" >>"$work/ours.txt"
-    measure "$theirs" "$file" >>"$work/theirs.txt"
+    measure "$ours" "$file" "$our_pid" >>"$work/ours.txt"
+    # shellcheck disable=SC2046 # one word per process id
+    measure "$theirs" "$file" $(nginx_pids) >>"$work/theirs.txt"
   done
-  our_rps=$(cut -d' ' -f1 "$work/ours.txt" | median)
-  our_mib=$(cut -d' ' -f2 "$work/ours.txt" | median)
-  their_rps=$(cut -d' ' -f1 "$work/theirs.txt" | median)
-  their_mib=$(cut -d' ' -f2 "$work/theirs.txt" | median)
+  column_median() { cut -d' ' -f"$1" "$2" | median; }
+  our_rps=$(column_median 1 "$work/ours.txt"); their_rps=$(column_median 1 "$work/theirs.txt")
+  our_mib=$(column_median 2 "$work/ours.txt"); their_mib=$(column_median 2 "$work/theirs.txt")
+  our_cpu=$(column_median 3 "$work/ours.txt"); their_cpu=$(column_median 3 "$work/theirs.txt")
   label=$([ "$file" = small.bin ] && echo "4 KiB" || echo "10 MiB")
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
-  printf '%-10s | %12s %15s | %12s %15s | %11sx | %11sx\n' "$label" "$our_rps" "$our_mib" \
-    "$their_rps" "$their_mib" "$(ratio "$our_rps" "$their_rps")" "$(ratio "$our_mib" "$their_mib")"
+  printf '%-8s | %8s %9s %10s | %8s %9s %10s | %11sx | %11sx\n' "$label" \
+    "$our_rps" "$our_mib" "${our_cpu}us" "$their_rps" "$their_mib" "${their_cpu}us" \
+    "$(ratio "$our_rps" "$their_rps")" "$(ratio "$our_mib" "$their_mib")"
 done
-echo "(median of $runs runs of ${seconds}s each, wrk -t2 -c32, alternating; goal: at least 0.90x)"
+echo "(median of $runs runs of ${seconds}s each, wrk -t2 -c32, alternating; CPU: the server's user + system"
+echo " time per request; goal: at least 0.90x)"
