@@ -44,7 +44,7 @@ use std::path::Path;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
-pub use root::{Root, StorageError};
+pub use root::{FileVersion, Root, StorageError};
 
 /// The migrations that create this crate's tables (`user_avatars`); run them with
 /// `platform_core::db::Database::migrate_all` together with the core's.

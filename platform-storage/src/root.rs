@@ -57,6 +57,49 @@ impl StorageError {
     }
 }
 
+/// One version of one file: the same device, inode, size, modification and change times mean the
+/// same file, unchanged (any write or `chmod` moves the change time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileVersion {
+    device: (u32, u32),
+    inode: u64,
+    /// The size in bytes.
+    pub len: u64,
+    /// Seconds and nanoseconds since the Unix epoch of the last modification.
+    pub modified: (i64, u32),
+    changed: (i64, u32),
+}
+
+impl FileVersion {
+    const MASK: rustix::fs::StatxFlags = rustix::fs::StatxFlags::TYPE
+        .union(rustix::fs::StatxFlags::INO)
+        .union(rustix::fs::StatxFlags::SIZE)
+        .union(rustix::fs::StatxFlags::MTIME)
+        .union(rustix::fs::StatxFlags::CTIME);
+
+    fn of_regular_file(stat: &rustix::fs::Statx) -> Option<Self> {
+        let kind = rustix::fs::FileType::from_raw_mode(u32::from(stat.stx_mode));
+        (kind == rustix::fs::FileType::RegularFile).then_some(Self {
+            device: (stat.stx_dev_major, stat.stx_dev_minor),
+            inode: stat.stx_ino,
+            len: stat.stx_size,
+            modified: (stat.stx_mtime.tv_sec, stat.stx_mtime.tv_nsec),
+            changed: (stat.stx_ctime.tv_sec, stat.stx_ctime.tv_nsec),
+        })
+    }
+
+    /// The time of the last modification.
+    pub fn modified_time(&self) -> std::time::SystemTime {
+        let (seconds, nanoseconds) = self.modified;
+        u64::try_from(seconds)
+            .ok()
+            .and_then(|seconds| {
+                std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(seconds, nanoseconds))
+            })
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+}
+
 /// Checks that `path` is a plain relative path: components separated by `/`, none empty, `.`,
 /// `..` or starting with `.`, no NUL bytes or backslashes.
 ///
@@ -225,6 +268,43 @@ impl Root {
         // fstat works on an O_PATH descriptor, which needs no read permission.
         let fd = self.open_beneath(relative, OFlags::PATH, Mode::empty())?;
         File::from(fd).metadata().map_err(|e| self.error("cannot stat", relative, e))
+    }
+
+    /// Opens the regular file at `relative` for reading, like [`Root::open_file`], and returns
+    /// its [`FileVersion`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Root::open_file`].
+    pub fn open_file_version(&self, relative: &str) -> Result<(File, FileVersion), StorageError> {
+        let fd = self.open_beneath(relative, OFlags::RDONLY, Mode::empty())?;
+        let stat = rustix::fs::statx(&fd, "", rustix::fs::AtFlags::EMPTY_PATH, FileVersion::MASK)
+            .map_err(|errno| self.error("cannot stat", relative, errno.into()))?;
+        match FileVersion::of_regular_file(&stat) {
+            Some(version) => Ok((File::from(fd), version)),
+            None => Err(StorageError::NotFound {
+                path: relative.to_owned(),
+                root: self.path.display().to_string(),
+            }),
+        }
+    }
+
+    /// Returns the [`FileVersion`] of the regular file `relative` names now, or `None`.
+    ///
+    /// This follows symlinks wherever they lead, so it must only serve to recognise a file
+    /// opened before with [`Root::open_file_version`] (same device, inode and times), never to
+    /// decide what to open. It costs one `statx`, against `openat2`, `statx` and `close` for
+    /// opening the file again.
+    pub fn current_version(&self, relative: &str) -> Option<FileVersion> {
+        check_relative(relative).ok()?;
+        let stat = rustix::fs::statx(
+            self.dir.as_fd(),
+            relative,
+            rustix::fs::AtFlags::empty(),
+            FileVersion::MASK,
+        )
+        .ok()?;
+        FileVersion::of_regular_file(&stat)
     }
 
     /// Returns whether a regular file exists at `relative`.

@@ -13,8 +13,10 @@
 //! - Precompressed `.br` and `.gz` siblings for clients that accept them (each with its own
 //!   entity tag).
 //!
-//! Each request costs one `openat2` and one `fstat`; files up to the chunk size are read whole
-//! and sent with the headers in one write, larger ones are streamed in chunks. Reads of data in
+//! Opening costs one `openat2` and one `fstat`; the file is then kept open for the next requests
+//! of its path, which cost one `statx` to check that the path still names it, unchanged
+//! ([`StaticOptions::open_files`]). Files up to the chunk size are read whole and sent with the
+//! headers in one write, larger ones are streamed in chunks. Reads of data in
 //! the page cache run right on the async threads (`preadv2` with `RWF_NOWAIT`, microseconds);
 //! only reads that would wait for the disk go to the blocking pool.
 //!
@@ -39,7 +41,7 @@ use headers::{HeaderMapExt as _, IfMatch, IfModifiedSince, IfNoneMatch, IfUnmodi
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body::{Frame, SizeHint};
 
-use crate::root::{Root, StorageError};
+use crate::root::{FileVersion, Root, StorageError};
 
 /// How a [`StaticFiles`] service answers.
 #[derive(Clone, Debug)]
@@ -55,6 +57,15 @@ pub struct StaticOptions {
     /// A URL path prefix (such as `/static`) under which the same files are served too: a
     /// request for `/static/a/b` gets the file `a/b`. Default: none.
     pub url_prefix: Option<String>,
+    /// How many open files are kept for the next requests (0: none), each under its path.
+    /// A kept file is used only while the path still names it, unchanged: one `statx` per
+    /// request checks device, inode, size and modification and change times, where opening
+    /// anew costs `openat2`, `statx` and `close`. A replaced, changed or removed file is never
+    /// served from it. Default 256 (each is a file descriptor).
+    pub open_files: usize,
+    /// How often every kept file is let go (at the next request), so that the space of removed
+    /// files returns to the file system. Default one minute.
+    pub keep_open_for: std::time::Duration,
 }
 
 impl Default for StaticOptions {
@@ -63,6 +74,8 @@ impl Default for StaticOptions {
             immutable_prefixes: vec!["files/blobs/".to_owned(), "avatars/".to_owned()],
             chunk_size: 64 * 1024,
             url_prefix: None,
+            open_files: 256,
+            keep_open_for: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -73,17 +86,46 @@ pub struct StaticFiles {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     root: Root,
     options: StaticOptions,
+    open_files: Option<quick_cache::sync::Cache<String, OpenFile>>,
+    /// When `open_files` was last emptied, in milliseconds since `created`.
+    emptied_at: std::sync::atomic::AtomicU64,
+    created: std::time::Instant,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticFiles")
+            .field("root", &self.root)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file opened beneath the root, and which version of it.
+#[derive(Clone, Debug)]
+struct OpenFile {
+    file: Arc<File>,
+    version: FileVersion,
 }
 
 impl StaticFiles {
     /// Serves the files of `root`.
     pub fn new(root: Root, options: StaticOptions) -> Self {
         let options = StaticOptions { chunk_size: options.chunk_size.max(1), ..options };
-        Self { inner: Arc::new(Inner { root, options }) }
+        let open_files =
+            (options.open_files > 0).then(|| quick_cache::sync::Cache::new(options.open_files));
+        Self {
+            inner: Arc::new(Inner {
+                root,
+                options,
+                open_files,
+                emptied_at: std::sync::atomic::AtomicU64::new(0),
+                created: std::time::Instant::now(),
+            }),
+        }
     }
 
     /// Returns a router that serves every path with these files.
@@ -142,7 +184,7 @@ impl StaticFiles {
             return response;
         }
 
-        let len = opened.metadata.len();
+        let len = opened.file.version.len;
         let answer = response.headers_mut();
         answer.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         answer.insert(header::CONTENT_TYPE, HeaderValue::from_static(opened.content_type));
@@ -170,7 +212,7 @@ impl StaticFiles {
         if method == Method::HEAD || count == 0 {
             return response;
         }
-        let file = FileBody::new(opened.file, start, count, self.inner.options.chunk_size);
+        let file = FileBody::new(opened.file.file, start, count, self.inner.options.chunk_size);
         if count <= self.inner.options.chunk_size as u64 {
             // Read whole before answering, so the headers and the bytes leave in one write, and
             // a failed read is still a 500 rather than a cut-off body.
@@ -199,26 +241,57 @@ impl StaticFiles {
             headers.get(header::ACCEPT_ENCODING).map(accepted_encodings).unwrap_or_default();
         for encoding in encodings.into_iter().flatten() {
             let sibling = format!("{relative}.{}", encoding.extension());
-            match self.inner.root.open_file(&sibling) {
-                Ok((file, metadata)) => {
-                    return Some(Ok(Opened {
-                        file,
-                        metadata,
-                        content_type,
-                        encoding: Some(encoding),
-                    }));
+            match self.open_file(&sibling) {
+                Ok(file) => {
+                    return Some(Ok(Opened { file, content_type, encoding: Some(encoding) }));
                 }
                 Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => {}
                 Err(error) => return Some(Err(error)),
             }
         }
-        match self.inner.root.open_file(relative) {
-            Ok((file, metadata)) => {
-                Some(Ok(Opened { file, metadata, content_type, encoding: None }))
-            }
+        match self.open_file(relative) {
+            Ok(file) => Some(Ok(Opened { file, content_type, encoding: None })),
             Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => None,
             Err(error) => Some(Err(error)),
         }
+    }
+
+    /// The file at `relative`: the one kept open under that path while the path still names
+    /// it unchanged, else opened anew (and kept).
+    fn open_file(&self, relative: &str) -> Result<OpenFile, StorageError> {
+        let root = &self.inner.root;
+        let Some(open_files) = &self.inner.open_files else {
+            let (file, version) = root.open_file_version(relative)?;
+            return Ok(OpenFile { file: Arc::new(file), version });
+        };
+        let now = u64::try_from(self.inner.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let emptied_at = &self.inner.emptied_at;
+        let last = emptied_at.load(std::sync::atomic::Ordering::Relaxed);
+        let period =
+            u64::try_from(self.inner.options.keep_open_for.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) >= period
+            && emptied_at
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            open_files.clear();
+        }
+        if let Some(kept) = open_files.get(relative)
+            && root.current_version(relative) == Some(kept.version)
+        {
+            return Ok(kept);
+        }
+        let (file, version) = root.open_file_version(relative).inspect_err(|_| {
+            open_files.remove(relative);
+        })?;
+        let opened = OpenFile { file: Arc::new(file), version };
+        open_files.insert(relative.to_owned(), opened.clone());
+        Ok(opened)
     }
 }
 
@@ -329,8 +402,7 @@ fn accepted_encodings(value: &HeaderValue) -> [Option<Encoding>; 2] {
 }
 
 struct Opened {
-    file: File,
-    metadata: std::fs::Metadata,
+    file: OpenFile,
     content_type: &'static str,
     encoding: Option<Encoding>,
 }
@@ -346,7 +418,7 @@ struct Validators {
 
 impl Validators {
     fn of(opened: &Opened) -> Self {
-        let modified = opened.metadata.modified().unwrap_or(UNIX_EPOCH);
+        let modified = opened.file.version.modified_time();
         let since_epoch = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
         let coding = opened.encoding.map_or("", |encoding| match encoding {
             Encoding::Brotli => "-br",
@@ -356,7 +428,7 @@ impl Validators {
             "\"{:x}-{:x}-{:x}{coding}\"",
             since_epoch.as_secs(),
             since_epoch.subsec_nanos(),
-            opened.metadata.len()
+            opened.file.version.len
         );
         Self {
             etag: header_value(&etag),
@@ -482,15 +554,8 @@ struct FileBody {
 }
 
 impl FileBody {
-    fn new(file: File, position: u64, remaining: u64, chunk_size: usize) -> Self {
-        Self {
-            file: Arc::new(file),
-            position,
-            remaining,
-            chunk_size,
-            cached_reads: true,
-            pending: None,
-        }
+    fn new(file: Arc<File>, position: u64, remaining: u64, chunk_size: usize) -> Self {
+        Self { file, position, remaining, chunk_size, cached_reads: true, pending: None }
     }
 
     /// The whole rest of the file, in one buffer.

@@ -34,7 +34,11 @@ impl Server {
         std::os::unix::fs::symlink("../outside", root.join("linkdir"))?;
         std::os::unix::fs::symlink("a/hello.txt", root.join("inner-link"))?;
 
-        let files = StaticFiles::new(Root::open(&root)?, StaticOptions::default());
+        let options = StaticOptions {
+            keep_open_for: std::time::Duration::from_millis(500),
+            ..StaticOptions::default()
+        };
+        let files = StaticFiles::new(Root::open(&root)?, options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, files.router()).await });
@@ -295,5 +299,67 @@ async fn large_files_stream_whole_and_in_ranges_even_when_not_cached() -> anyhow
     let part = server.client.get(&url).header("range", "bytes=1000000-2999999").send().await?;
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert!(part.bytes().await?.as_ref() == &content[1_000_000..3_000_000]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn kept_open_files_never_outlive_a_change_of_the_file_or_its_path() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let root = server.dir.join("root");
+    let path = root.join("a/page.html");
+    write(&path, b"first");
+    let page = "/a/page.html";
+    let (_, first, body) = server.get(page, &[]).await?;
+    assert_eq!(body, "first");
+    // Kept open now: a second request comes from the kept file.
+    assert_eq!(server.get(page, &[]).await?.2, "first");
+
+    // Replaced by rename (a new inode), as atomic writes do.
+    let replacement = root.join("a/page.new");
+    write(&replacement, b"second");
+    std::fs::rename(&replacement, &path)?;
+    let (_, second, body) = server.get(page, &[]).await?;
+    assert_eq!(body, "second");
+    assert_ne!(header(&first, header::ETAG), header(&second, header::ETAG));
+
+    // Rewritten in place (the same inode, the same size).
+    std::fs::write(&path, b"third!")?;
+    let (_, third, body) = server.get(page, &[]).await?;
+    assert_eq!(body, "third!");
+    assert_ne!(header(&second, header::ETAG), header(&third, header::ETAG));
+
+    // Made a symlink out of the root: refused, although a file was kept under that path.
+    std::fs::remove_file(&path)?;
+    std::os::unix::fs::symlink(server.dir.join("outside/secret.txt"), &path)?;
+    let (status, _, body) = server.get(page, &[]).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!body.contains("TOP SECRET"));
+
+    // Removed.
+    std::fs::remove_file(&path)?;
+    assert_eq!(server.get(page, &[]).await?.0, StatusCode::NOT_FOUND);
+    write(&path, b"back");
+    assert_eq!(server.get(page, &[]).await?.2, "back");
+    Ok(())
+}
+
+#[tokio::test]
+async fn kept_files_are_let_go_so_removed_ones_free_their_space() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let path = server.dir.join("root/a/removed.bin");
+    write(&path, b"soon gone");
+    assert_eq!(server.get("/a/removed.bin", &[]).await?.2, "soon gone");
+    std::fs::remove_file(&path)?;
+    let held = || {
+        std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().contains("removed.bin"))
+        })
+    };
+    assert!(held(), "kept open after the first request");
+    // Past the keep-open period, any request lets every kept file go.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(server.get("/a/hello.txt", &[]).await?.2, HELLO);
+    assert!(!held(), "the removed file is no longer held open");
     Ok(())
 }
