@@ -57,8 +57,9 @@ impl StorageError {
     }
 }
 
-/// One version of one file: the same device, inode, size, modification and change times mean the
-/// same file, unchanged (any write or `chmod` moves the change time).
+/// One version of one file or directory: the same device, inode, size, modification and change
+/// times mean the same file, unchanged (any write or `chmod` moves the change time; adding,
+/// removing or renaming an entry moves a directory's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileVersion {
     device: (u32, u32),
@@ -78,8 +79,12 @@ impl FileVersion {
         .union(rustix::fs::StatxFlags::CTIME);
 
     fn of_regular_file(stat: &rustix::fs::Statx) -> Option<Self> {
+        Self::of(stat, rustix::fs::FileType::RegularFile)
+    }
+
+    fn of(stat: &rustix::fs::Statx, expected: rustix::fs::FileType) -> Option<Self> {
         let kind = rustix::fs::FileType::from_raw_mode(u32::from(stat.stx_mode));
-        (kind == rustix::fs::FileType::RegularFile).then_some(Self {
+        (kind == expected).then_some(Self {
             device: (stat.stx_dev_major, stat.stx_dev_minor),
             inode: stat.stx_ino,
             len: stat.stx_size,
@@ -90,7 +95,15 @@ impl FileVersion {
 
     /// The time of the last modification.
     pub fn modified_time(&self) -> std::time::SystemTime {
-        let (seconds, nanoseconds) = self.modified;
+        Self::time(self.modified)
+    }
+
+    /// The time of the last change (of content, metadata or, for a directory, entries).
+    pub fn changed_time(&self) -> std::time::SystemTime {
+        Self::time(self.changed)
+    }
+
+    fn time((seconds, nanoseconds): (i64, u32)) -> std::time::SystemTime {
         u64::try_from(seconds)
             .ok()
             .and_then(|seconds| {
@@ -305,6 +318,30 @@ impl Root {
         )
         .ok()?;
         FileVersion::of_regular_file(&stat)
+    }
+
+    /// Returns the [`FileVersion`] of the directory `relative` names now (`""`: the root), or
+    /// `None`. Its modification and change times move when an entry is added, removed or
+    /// renamed. Like [`Root::current_version`], it follows symlinks anywhere: only for
+    /// recognising, never for opening.
+    pub fn directory_version(&self, relative: &str) -> Option<FileVersion> {
+        let stat = if relative.is_empty() {
+            rustix::fs::statx(
+                self.dir.as_fd(),
+                "",
+                rustix::fs::AtFlags::EMPTY_PATH,
+                FileVersion::MASK,
+            )
+        } else {
+            check_relative(relative).ok()?;
+            rustix::fs::statx(
+                self.dir.as_fd(),
+                relative,
+                rustix::fs::AtFlags::empty(),
+                FileVersion::MASK,
+            )
+        };
+        FileVersion::of(&stat.ok()?, rustix::fs::FileType::Directory)
     }
 
     /// Returns whether a regular file exists at `relative`.

@@ -89,7 +89,7 @@ pub struct StaticFiles {
 struct Inner {
     root: Root,
     options: StaticOptions,
-    open_files: Option<quick_cache::sync::Cache<String, OpenFile>>,
+    open_files: Option<quick_cache::sync::Cache<String, Kept>>,
     /// When `open_files` was last emptied, in milliseconds since `created`.
     emptied_at: std::sync::atomic::AtomicU64,
     created: std::time::Instant,
@@ -102,6 +102,16 @@ impl std::fmt::Debug for Inner {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
+}
+
+/// What is known of a path from an earlier request.
+#[derive(Clone, Debug)]
+enum Kept {
+    /// The file it named, still open.
+    Open(OpenFile),
+    /// Nothing was there while its directory had this version (precompressed siblings that do
+    /// not exist: most files have none, and every browser asks for them).
+    Absent { directory: FileVersion },
 }
 
 /// A file opened beneath the root, and which version of it.
@@ -241,11 +251,11 @@ impl StaticFiles {
             headers.get(header::ACCEPT_ENCODING).map(accepted_encodings).unwrap_or_default();
         for encoding in encodings.into_iter().flatten() {
             let sibling = format!("{relative}.{}", encoding.extension());
-            match self.open_file(&sibling) {
-                Ok(file) => {
+            match self.open_sibling(&sibling) {
+                Ok(Some(file)) => {
                     return Some(Ok(Opened { file, content_type, encoding: Some(encoding) }));
                 }
-                Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => {}
+                Ok(None) => {}
                 Err(error) => return Some(Err(error)),
             }
         }
@@ -256,19 +266,14 @@ impl StaticFiles {
         }
     }
 
-    /// The file at `relative`: the one kept open under that path while the path still names
-    /// it unchanged, else opened anew (and kept).
-    fn open_file(&self, relative: &str) -> Result<OpenFile, StorageError> {
-        let root = &self.inner.root;
-        let Some(open_files) = &self.inner.open_files else {
-            let (file, version) = root.open_file_version(relative)?;
-            return Ok(OpenFile { file: Arc::new(file), version });
-        };
+    /// The kept files, emptied when the keep-open period has passed.
+    fn kept(&self) -> Option<&quick_cache::sync::Cache<String, Kept>> {
+        let kept = self.inner.open_files.as_ref()?;
         let now = u64::try_from(self.inner.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let emptied_at = &self.inner.emptied_at;
-        let last = emptied_at.load(std::sync::atomic::Ordering::Relaxed);
         let period =
             u64::try_from(self.inner.options.keep_open_for.as_millis()).unwrap_or(u64::MAX);
+        let emptied_at = &self.inner.emptied_at;
+        let last = emptied_at.load(std::sync::atomic::Ordering::Relaxed);
         if now.saturating_sub(last) >= period
             && emptied_at
                 .compare_exchange(
@@ -279,19 +284,83 @@ impl StaticFiles {
                 )
                 .is_ok()
         {
-            open_files.clear();
+            kept.clear();
         }
-        if let Some(kept) = open_files.get(relative)
-            && root.current_version(relative) == Some(kept.version)
+        Some(kept)
+    }
+
+    /// The file at `relative`: the one kept open under that path while the path still names
+    /// it unchanged, else opened anew (and kept).
+    fn open_file(&self, relative: &str) -> Result<OpenFile, StorageError> {
+        let root = &self.inner.root;
+        let Some(kept) = self.kept() else {
+            let (file, version) = root.open_file_version(relative)?;
+            return Ok(OpenFile { file: Arc::new(file), version });
+        };
+        if let Some(Kept::Open(file)) = kept.get(relative)
+            && root.current_version(relative) == Some(file.version)
         {
-            return Ok(kept);
+            return Ok(file);
         }
         let (file, version) = root.open_file_version(relative).inspect_err(|_| {
-            open_files.remove(relative);
+            kept.remove(relative);
         })?;
         let opened = OpenFile { file: Arc::new(file), version };
-        open_files.insert(relative.to_owned(), opened.clone());
+        kept.insert(relative.to_owned(), Kept::Open(opened.clone()));
         Ok(opened)
+    }
+
+    /// The precompressed sibling at `relative`, if there is one. That there is none is kept
+    /// too, while its directory stays unchanged: one `statx` instead of a failed `openat2`.
+    fn open_sibling(&self, relative: &str) -> Result<Option<OpenFile>, StorageError> {
+        let root = &self.inner.root;
+        let directory_of = || relative.rsplit_once('/').map_or("", |(directory, _)| directory);
+        if let Some(kept) = self.kept() {
+            match kept.get(relative) {
+                Some(Kept::Open(file)) if root.current_version(relative) == Some(file.version) => {
+                    return Ok(Some(file));
+                }
+                Some(Kept::Absent { directory })
+                    if root.directory_version(directory_of()) == Some(directory) =>
+                {
+                    return Ok(None);
+                }
+                _ => {}
+            }
+            // The directory's version from before looking: a sibling added meanwhile changes it.
+            let directory = root.directory_version(directory_of());
+            return match root.open_file_version(relative) {
+                Ok((file, version)) => {
+                    let opened = OpenFile { file: Arc::new(file), version };
+                    kept.insert(relative.to_owned(), Kept::Open(opened.clone()));
+                    Ok(Some(opened))
+                }
+                Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => {
+                    // File times come from a coarse clock (a few milliseconds): a directory
+                    // changed within the last second could change again without its times
+                    // moving, so only a settled one says for sure that nothing is added.
+                    let settled = |directory: &FileVersion| {
+                        directory.changed_time() + std::time::Duration::from_secs(1)
+                            < std::time::SystemTime::now()
+                    };
+                    match directory.filter(settled) {
+                        Some(directory) => {
+                            kept.insert(relative.to_owned(), Kept::Absent { directory });
+                        }
+                        None => {
+                            kept.remove(relative);
+                        }
+                    }
+                    Ok(None)
+                }
+                Err(error) => Err(error),
+            };
+        }
+        match root.open_file_version(relative) {
+            Ok((file, version)) => Ok(Some(OpenFile { file: Arc::new(file), version })),
+            Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 }
 

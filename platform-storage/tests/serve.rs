@@ -363,3 +363,31 @@ async fn kept_files_are_let_go_so_removed_ones_free_their_space() -> anyhow::Res
     assert!(!held(), "the removed file is no longer held open");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_precompressed_sibling_is_found_as_soon_as_it_appears() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let dir = server.dir.join("root/lib");
+    write(&dir.join("site.css"), b"plain css");
+    // Only a directory unchanged for a second is trusted to stay without siblings.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let accepts = [("accept-encoding", "gzip, br")];
+    for _ in 0..2 {
+        // The second time, that there are no siblings is known from the first.
+        let (_, headers, body) = server.get("/lib/site.css", &accepts).await?;
+        assert_eq!(body, "plain css");
+        assert!(headers.get(header::CONTENT_ENCODING).is_none());
+    }
+    write(&dir.join("site.css.gz"), b"gzip css");
+    let (_, headers, body) = server.get("/lib/site.css", &accepts).await?;
+    assert_eq!((body.as_str(), header(&headers, header::CONTENT_ENCODING)), ("gzip css", "gzip"));
+    write(&dir.join("site.css.br"), b"brotli css");
+    let (_, headers, body) = server.get("/lib/site.css", &accepts).await?;
+    assert_eq!((body.as_str(), header(&headers, header::CONTENT_ENCODING)), ("brotli css", "br"));
+    std::fs::remove_file(dir.join("site.css.br"))?;
+    std::fs::remove_file(dir.join("site.css.gz"))?;
+    let (_, headers, body) = server.get("/lib/site.css", &accepts).await?;
+    assert_eq!(body, "plain css");
+    assert!(headers.get(header::CONTENT_ENCODING).is_none());
+    Ok(())
+}
