@@ -648,7 +648,7 @@ where
             .map_or(Cow::Borrowed("unmatched"), |path| Cow::Owned(path.as_str().to_owned()));
         self.metrics.in_flight.inc();
         let recording = Recording {
-            in_flight: InFlight(self.metrics.in_flight.clone()),
+            _in_flight: InFlight(self.metrics.in_flight.clone()),
             metrics: self.metrics.clone(),
             method,
             route,
@@ -660,28 +660,16 @@ where
 
 /// The label of a method: the common ones without allocating.
 fn method_label(method: &axum::http::Method) -> Cow<'static, str> {
-    use axum::http::Method;
-    let known = [
-        Method::GET,
-        Method::HEAD,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-        Method::OPTIONS,
-    ];
-    match known.iter().position(|candidate| candidate == method) {
-        Some(index) => {
-            Cow::Borrowed(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"][index])
-        }
-        None => Cow::Owned(method.as_str().to_owned()),
-    }
+    const COMMON: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    COMMON
+        .into_iter()
+        .find(|name| *name == method.as_str())
+        .map_or_else(|| Cow::Owned(method.as_str().to_owned()), Cow::Borrowed)
 }
 
 struct Recording {
     /// Dropped with the recording, however the request ends.
-    #[allow(dead_code)]
-    in_flight: InFlight,
+    _in_flight: InFlight,
     metrics: HttpMetrics,
     method: Cow<'static, str>,
     route: Cow<'static, str>,

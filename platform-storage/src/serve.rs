@@ -247,21 +247,42 @@ impl StaticFiles {
             .filter(|extension| !extension.contains('/'))
             .and_then(|extension| mime_guess::from_ext(extension).first_raw())
             .unwrap_or("application/octet-stream");
+        let kept = self.kept();
+        // The directory's version, read once and before any sibling is looked for: a sibling
+        // added meanwhile changes it.
+        let directory = std::cell::OnceCell::new();
+        let directory_version = || {
+            *directory.get_or_init(|| {
+                let name = relative.rsplit_once('/').map_or("", |(directory, _)| directory);
+                self.inner.root.directory_version(name)
+            })
+        };
         let encodings =
             headers.get(header::ACCEPT_ENCODING).map(accepted_encodings).unwrap_or_default();
+        let mut missing = Vec::new();
         for encoding in encodings.into_iter().flatten() {
             let sibling = format!("{relative}.{}", encoding.extension());
-            match self.open_sibling(&sibling) {
-                Ok(Some(file)) => {
+            match self.look_up(kept, &sibling, Some(&directory_version)) {
+                Ok(Lookup::Found(file)) => {
                     return Some(Ok(Opened { file, content_type, encoding: Some(encoding) }));
                 }
-                Ok(None) => {}
+                Ok(Lookup::KnownAbsent) => {}
+                Ok(Lookup::Missing) => missing.push(sibling),
                 Err(error) => return Some(Err(error)),
             }
         }
-        match self.open_file(relative) {
-            Ok(file) => Some(Ok(Opened { file, content_type, encoding: None })),
-            Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => None,
+        match self.look_up(kept, relative, None) {
+            Ok(Lookup::Found(file)) => {
+                // Absent siblings are remembered only for files that exist, so that requests
+                // for paths that do not cannot fill the kept files.
+                if let (Some(kept), Some(directory)) = (kept, directory_version().filter(settled)) {
+                    for sibling in missing {
+                        kept.insert(sibling, Kept::Absent { directory });
+                    }
+                }
+                Some(Ok(Opened { file, content_type, encoding: None }))
+            }
+            Ok(Lookup::KnownAbsent | Lookup::Missing) => None,
             Err(error) => Some(Err(error)),
         }
     }
@@ -290,78 +311,61 @@ impl StaticFiles {
     }
 
     /// The file at `relative`: the one kept open under that path while the path still names
-    /// it unchanged, else opened anew (and kept).
-    fn open_file(&self, relative: &str) -> Result<OpenFile, StorageError> {
+    /// it unchanged, else opened anew (and kept). With `directory_version`, a kept absence
+    /// holds while the directory has the version it had then.
+    fn look_up(
+        &self,
+        kept: Option<&quick_cache::sync::Cache<String, Kept>>,
+        relative: &str,
+        directory_version: Option<&dyn Fn() -> Option<FileVersion>>,
+    ) -> Result<Lookup, StorageError> {
         let root = &self.inner.root;
-        let Some(kept) = self.kept() else {
-            let (file, version) = root.open_file_version(relative)?;
-            return Ok(OpenFile { file: Arc::new(file), version });
-        };
-        if let Some(Kept::Open(file)) = kept.get(relative)
-            && root.current_version(relative) == Some(file.version)
-        {
-            return Ok(file);
-        }
-        let (file, version) = root.open_file_version(relative).inspect_err(|_| {
-            kept.remove(relative);
-        })?;
-        let opened = OpenFile { file: Arc::new(file), version };
-        kept.insert(relative.to_owned(), Kept::Open(opened.clone()));
-        Ok(opened)
-    }
-
-    /// The precompressed sibling at `relative`, if there is one. That there is none is kept
-    /// too, while its directory stays unchanged: one `statx` instead of a failed `openat2`.
-    fn open_sibling(&self, relative: &str) -> Result<Option<OpenFile>, StorageError> {
-        let root = &self.inner.root;
-        let directory_of = || relative.rsplit_once('/').map_or("", |(directory, _)| directory);
-        if let Some(kept) = self.kept() {
-            match kept.get(relative) {
-                Some(Kept::Open(file)) if root.current_version(relative) == Some(file.version) => {
-                    return Ok(Some(file));
-                }
-                Some(Kept::Absent { directory })
-                    if root.directory_version(directory_of()) == Some(directory) =>
-                {
-                    return Ok(None);
-                }
-                _ => {}
+        match kept.and_then(|kept| kept.get(relative)) {
+            Some(Kept::Open(file)) if root.current_version(relative) == Some(file.version) => {
+                return Ok(Lookup::Found(file));
             }
-            // The directory's version from before looking: a sibling added meanwhile changes it.
-            let directory = root.directory_version(directory_of());
-            return match root.open_file_version(relative) {
-                Ok((file, version)) => {
-                    let opened = OpenFile { file: Arc::new(file), version };
-                    kept.insert(relative.to_owned(), Kept::Open(opened.clone()));
-                    Ok(Some(opened))
-                }
-                Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => {
-                    // File times come from a coarse clock (a few milliseconds): a directory
-                    // changed within the last second could change again without its times
-                    // moving, so only a settled one says for sure that nothing is added.
-                    let settled = |directory: &FileVersion| {
-                        directory.changed_time() + std::time::Duration::from_secs(1)
-                            < std::time::SystemTime::now()
-                    };
-                    match directory.filter(settled) {
-                        Some(directory) => {
-                            kept.insert(relative.to_owned(), Kept::Absent { directory });
-                        }
-                        None => {
-                            kept.remove(relative);
-                        }
-                    }
-                    Ok(None)
-                }
-                Err(error) => Err(error),
-            };
+            Some(Kept::Absent { directory })
+                if directory_version.is_some_and(|version| version() == Some(directory)) =>
+            {
+                return Ok(Lookup::KnownAbsent);
+            }
+            _ => {}
+        }
+        if let Some(version) = directory_version {
+            version();
         }
         match root.open_file_version(relative) {
-            Ok((file, version)) => Ok(Some(OpenFile { file: Arc::new(file), version })),
-            Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => Ok(None),
+            Ok((file, version)) => {
+                let opened = OpenFile { file: Arc::new(file), version };
+                if let Some(kept) = kept {
+                    kept.insert(relative.to_owned(), Kept::Open(opened.clone()));
+                }
+                Ok(Lookup::Found(opened))
+            }
+            Err(StorageError::NotFound { .. } | StorageError::InvalidPath { .. }) => {
+                if let Some(kept) = kept {
+                    kept.remove(relative);
+                }
+                Ok(Lookup::Missing)
+            }
             Err(error) => Err(error),
         }
     }
+}
+
+/// Whether a directory has been left unchanged for a second. File times come from a coarse
+/// clock (a few milliseconds): a directory changed within the last second could change again
+/// without its times moving, so only a settled one says for sure that nothing was added.
+fn settled(directory: &FileVersion) -> bool {
+    directory.changed_time() + std::time::Duration::from_secs(1) < std::time::SystemTime::now()
+}
+
+/// What [`StaticFiles::look_up`] found at a path.
+enum Lookup {
+    Found(OpenFile),
+    /// Known from an earlier request to be absent, its directory unchanged since.
+    KnownAbsent,
+    Missing,
 }
 
 /// The service answering every path, for [`ServiceShell::with_service`]
