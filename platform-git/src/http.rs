@@ -253,9 +253,6 @@ async fn upload_pack(
 /// less per byte than the 4 KiB default.
 const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 
-/// The largest command list read before the pack.
-const MAX_COMMANDS_BYTES: usize = 4 << 20;
-
 async fn receive_pack(
     State(git): State<GitService>,
     UrlPath((owner, repo)): UrlPath<(String, String)>,
@@ -296,7 +293,7 @@ async fn receive_pack(
                     "the request ended before its commands".to_owned(),
                 ));
             }
-            Ok(None) if head.len() > MAX_COMMANDS_BYTES => {
+            Ok(None) if head.len() > pktline::MAX_COMMANDS_BYTES => {
                 return Err(Refusal::TooLarge("too many ref updates in one push".to_owned()));
             }
             Ok(None) => {}

@@ -15,6 +15,10 @@ pub enum PktLineError {
     /// A ref-update command is not `<old-id> <new-id> <ref>`.
     #[error("invalid ref update command {0:?}")]
     InvalidCommand(String),
+    /// The push carries a certificate (`push-cert`): never advertised, so never accepted, as
+    /// git would take ref updates from inside it.
+    #[error("signed pushes are not supported: push without --signed")]
+    PushCertificate,
 }
 
 /// One framed item.
@@ -77,6 +81,10 @@ pub fn write(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(format!("{:04x}", payload.len() + 4).as_bytes());
     out.extend_from_slice(payload);
 }
+
+/// The largest command list a push may send before its pack, in bytes (4 MiB: tens of
+/// thousands of ref updates).
+pub const MAX_COMMANDS_BYTES: usize = 4 << 20;
 
 /// One ref update a push asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +149,10 @@ pub fn parse_commands(input: &[u8]) -> Result<Option<(Vec<RefUpdate>, usize)>, P
         let line = data.split(|&b| b == 0).next().unwrap_or_default();
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\n');
-        if line.starts_with("shallow ") || line.starts_with("push-cert") {
+        if line.starts_with("push-cert") {
+            return Err(PktLineError::PushCertificate);
+        }
+        if line.starts_with("shallow ") {
             continue;
         }
         let mut fields = line.splitn(3, ' ');
@@ -149,7 +160,11 @@ pub fn parse_commands(input: &[u8]) -> Result<Option<(Vec<RefUpdate>, usize)>, P
         else {
             return Err(PktLineError::InvalidCommand(line.chars().take(200).collect()));
         };
-        if !is_object_id(old) || !is_object_id(new) || !name.starts_with("refs/") {
+        // Git refuses such names too, but only after pre-receive has seen them; a control
+        // character could also break the verdict lines the hook reads.
+        let plausible_name = name.starts_with("refs/")
+            && name.bytes().all(|b| b > b' ' && b != 0x7f && !b"~^:?*[\\".contains(&b));
+        if !is_object_id(old) || !is_object_id(new) || !plausible_name {
             return Err(PktLineError::InvalidCommand(line.chars().take(200).collect()));
         }
         updates.push(RefUpdate { old: old.to_owned(), new: new.to_owned(), name: name.to_owned() });
@@ -179,6 +194,31 @@ mod tests {
         assert_eq!(updates[0].branch(), Some("main"));
         assert!(updates[1].is_delete());
         assert_eq!(parse_commands(&input[..10]), Ok(None));
+    }
+
+    #[test]
+    fn push_certificates_and_names_git_would_refuse_are_refused() {
+        let mut input = Vec::new();
+        write(&mut input, b"push-cert\0report-status\n");
+        write(&mut input, b"certificate version 0.1\n");
+        write(&mut input, format!("{A} {Z} refs/heads/main\n").as_bytes());
+        write(&mut input, b"push-cert-end\n");
+        input.extend_from_slice(b"0000");
+        assert_eq!(parse_commands(&input), Err(PktLineError::PushCertificate));
+        // A certificate after an ordinary command is refused as well.
+        let mut input = Vec::new();
+        write(&mut input, format!("{Z} {A} refs/heads/topic\0report-status").as_bytes());
+        write(&mut input, b"push-cert\n");
+        assert_eq!(parse_commands(&input), Err(PktLineError::PushCertificate));
+        for name in ["refs/heads/a\nallow", "refs/heads/a\tb", "refs/heads/a b", "refs/heads/a~1"] {
+            let mut input = Vec::new();
+            write(&mut input, format!("{Z} {A} {name}").as_bytes());
+            input.extend_from_slice(b"0000");
+            assert!(
+                matches!(parse_commands(&input), Err(PktLineError::InvalidCommand(_))),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

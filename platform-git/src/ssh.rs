@@ -651,6 +651,7 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
     });
     let feed = tokio::spawn(async move {
         let mut decided = push.is_none();
+        let mut refusal = None;
         let mut head = Vec::new();
         let mut push = push;
         while let Some((data, _permit)) = queued.recv().await {
@@ -671,14 +672,16 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
                         }
                         head = Vec::new();
                     }
+                    Ok(None) if head.len() > pktline::MAX_COMMANDS_BYTES => {
+                        refusal = Some("too many ref updates in one push".to_owned());
+                        break;
+                    }
                     Ok(None) => {}
-                    Err(_) => {
-                        // Not a push git would understand: let git say so.
-                        decided = true;
-                        if stdin.write_all(&head).await.is_err() {
-                            break;
-                        }
-                        head = Vec::new();
+                    Err(error) => {
+                        // Nothing of it reaches git: what the policy did not read, git must
+                        // not apply.
+                        refusal = Some(error.to_string());
+                        break;
                     }
                 }
                 continue;
@@ -688,7 +691,7 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
             }
         }
         drop(stdin);
-        (push.take(), decided)
+        (push.take(), decided, refusal)
     });
     // Read git's output in large pieces: each write becomes channel messages and packets, so
     // 8 KiB copies (tokio's default) cost a clone noticeably more than the bytes do.
@@ -706,9 +709,18 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
         .unwrap_or(128);
     pump.abort();
     match feed.await {
-        Ok((Some(push), true)) => push.finish().await,
-        Ok((Some(push), false)) => push.discard().await,
-        _ => {}
+        Ok((push, decided, refusal)) => {
+            if let Some(refusal) = refusal {
+                let _ = errors.write_all(format!("fatal: {refusal}\n").as_bytes()).await;
+                let _ = errors.flush().await;
+            }
+            match push {
+                Some(push) if decided => push.finish().await,
+                Some(push) => push.discard().await,
+                None => {}
+            }
+        }
+        Err(error) => tracing::error!(%error, "the SSH input task failed"),
     }
     let _ = writer.eof().await;
     let _ = writer.exit_status(u32::try_from(code).unwrap_or(128)).await;

@@ -281,9 +281,11 @@ pub struct PushRun {
 }
 
 impl PushRun {
-    /// Decides what branch protection says about `updates` and writes it where the pre-receive
-    /// hook reads it. Must complete before git receives the pack (so before the commands reach
-    /// git, or at least before their pack does).
+    /// Decides what branch protection says about each of `updates` and writes the verdicts
+    /// where the pre-receive hook reads them: one line per update, naming its old id, new id and
+    /// ref, since the hook admits only updates that a verdict names exactly (see
+    /// [`crate::hooks`]). Must complete before git receives the pack (so before the commands
+    /// reach git, or at least before their pack does).
     ///
     /// # Errors
     ///
@@ -293,26 +295,7 @@ impl PushRun {
         let mut conn = self.service.inner.accounts.database().get().await.map_err(internal)?;
         let rules = protection::list(&mut conn, authorized.repo.id).await.map_err(internal)?;
         drop(conn);
-        let mut verdicts = String::new();
-        for update in updates {
-            let Some(branch) = update.branch() else { continue };
-            let Some(rule) = protection::rule_for(&rules, branch) else { continue };
-            let refusal =
-                if rule.push_access == PushAccess::Admin && authorized.access < Access::Admin {
-                    Some(format!("{branch} is protected: only administrators may push to it"))
-                } else if update.is_delete() && !rule.allow_deletion {
-                    Some(format!("{branch} is protected: it cannot be deleted"))
-                } else {
-                    None
-                };
-            match refusal {
-                Some(refusal) => verdicts.push_str(&format!("deny\t{}\t{refusal}\n", update.name)),
-                None if !rule.allow_force_push => {
-                    verdicts.push_str(&format!("no-force\t{}\n", update.name));
-                }
-                None => {}
-            }
-        }
+        let verdicts = verdicts(&rules, authorized.access, updates);
         tokio::fs::write(&self.policy, verdicts).await.map_err(internal)
     }
 
@@ -367,6 +350,40 @@ impl PushRun {
             Err(error) => tracing::warn!(error = %error, "cannot record the repository's size"),
         }
     }
+}
+
+/// The verdict lines of the pre-receive hook for `updates` pushed by someone with `access`.
+fn verdicts(
+    rules: &[protection::ProtectedBranch],
+    access: Access,
+    updates: &[RefUpdate],
+) -> String {
+    let mut verdicts = String::new();
+    for update in updates {
+        let (old, new, name) = (&update.old, &update.new, &update.name);
+        let rule = update
+            .branch()
+            .and_then(|branch| Some(branch).zip(protection::rule_for(rules, branch)));
+        let line = match rule {
+            None => format!("allow\t{old}\t{new}\t{name}\n"),
+            Some((branch, rule)) => {
+                let refusal = if rule.push_access == PushAccess::Admin && access < Access::Admin {
+                    Some(format!("{branch} is protected: only administrators may push to it"))
+                } else if update.is_delete() && !rule.allow_deletion {
+                    Some(format!("{branch} is protected: it cannot be deleted"))
+                } else {
+                    None
+                };
+                match refusal {
+                    Some(refusal) => format!("deny\t{old}\t{new}\t{name}\t{refusal}\n"),
+                    None if !rule.allow_force_push => format!("no-force\t{old}\t{new}\t{name}\n"),
+                    None => format!("allow\t{old}\t{new}\t{name}\n"),
+                }
+            }
+        };
+        verdicts.push_str(&line);
+    }
+    verdicts
 }
 
 /// Collects what a git process says on stderr (bounded), for the log.

@@ -405,6 +405,104 @@ async fn protected_branches_and_the_authorization_matrix_hold_over_ssh() -> anyh
     Ok(())
 }
 
+/// Runs `git-receive-pack` for `repo` over SSH as `member`, with `request` as its whole input.
+fn receive_pack_by_hand(
+    server: &Server,
+    member: &Member,
+    repo: &str,
+    request: &[u8],
+) -> anyhow::Result<Output> {
+    use std::io::Write as _;
+    let mut command = std::process::Command::new("ssh");
+    command
+        .args(["-p", &server.ssh_port.to_string(), "-i"])
+        .arg(&member.key)
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+        .args(["-o", "StrictHostKeyChecking=accept-new", "-o"])
+        .arg(format!("UserKnownHostsFile={}", server.known_hosts().display()))
+        .args(["git@127.0.0.1", &format!("git-receive-pack '{repo}.git'")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn()?;
+    child.stdin.take().expect("piped").write_all(request)?;
+    Ok(child.wait_with_output()?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_smuggled_in_a_push_certificate_are_refused_over_ssh() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let owner = server.member("owner").await?;
+    let writer = server.member("writer").await?;
+    server.create_repo(&owner, "engine", false).await?;
+    let rules = "/api/repos/owner/engine/protected-branches";
+    let admins_only = json!({"pattern": "release/*", "push_access": "admin"});
+    for rule in [json!({"pattern": "main"}), admins_only] {
+        assert_eq!(server.api(reqwest::Method::POST, rules, rule, &owner).await?, 201);
+    }
+    let collaborator = "/api/repos/owner/engine/collaborators/writer";
+    let status =
+        server.api(reqwest::Method::PUT, collaborator, json!({"role": "write"}), &owner).await?;
+    assert_eq!(status, 201);
+    let work = server.dir("work");
+    working_copy(&work, 3)?;
+    let url = server.url("owner/engine");
+    ok(git_as(
+        &server,
+        &owner,
+        &["push", "--quiet", &url, "main", "main:release/1.0"],
+        Some(&work),
+    )?)?;
+    let main = local_git(&["rev-parse", "main"], &work)?;
+    local_git(&["checkout", "--quiet", "-b", "rewrite", "main~1"], &work)?;
+    local_git(&["commit", "--quiet", "--allow-empty", "-m", "rewrite"], &work)?;
+    let rewrite = local_git(&["rev-parse", "HEAD"], &work)?;
+    local_git(&["checkout", "--quiet", "-b", "ahead", "main"], &work)?;
+    local_git(&["commit", "--quiet", "--allow-empty", "-m", "ahead"], &work)?;
+    let ahead = local_git(&["rev-parse", "HEAD"], &work)?;
+    let disk = server.disk("owner/engine");
+    let refs = || {
+        local_git(&["--git-dir", &disk, "for-each-ref", "--format=%(refname) %(objectname)"], &work)
+    };
+    let before = refs()?;
+
+    let zero = common::ZERO;
+    let cases = [
+        (
+            "a force push",
+            &owner,
+            (main.as_str(), rewrite.as_str(), "refs/heads/main"),
+            "force pushes are not allowed",
+        ),
+        ("a deletion", &owner, (main.as_str(), zero, "refs/heads/main"), "it cannot be deleted"),
+        (
+            "a writer's push to an admins-only branch",
+            &writer,
+            (main.as_str(), ahead.as_str(), "refs/heads/release/1.0"),
+            "only administrators may push to it",
+        ),
+    ];
+    for (what, member, update, reason) in cases {
+        for certificate in [true, false] {
+            let request = common::receive_pack_request(&work, &[update], certificate)?;
+            let output = receive_pack_by_hand(&server, member, "owner/engine", &request)?;
+            let (out, err) = (String::from_utf8_lossy(&output.stdout), stderr(&output));
+            if certificate {
+                assert!(!output.status.success(), "{what} in a certificate: {out}");
+                assert!(err.contains("fatal: signed pushes are not supported"), "{what}: {err}");
+            } else {
+                assert!(out.contains(reason), "{what}: {out} {err}");
+                assert!(
+                    out.contains(&format!("ng {} pre-receive hook declined", update.2)),
+                    "{what}: {out}"
+                );
+            }
+            assert_eq!(refs()?, before, "{what} (certificate: {certificate}) moved a ref");
+        }
+    }
+    Ok(())
+}
+
 fn ssh_as(server: &Server, member: &Member, extra: &[&str]) -> anyhow::Result<Output> {
     let mut command = std::process::Command::new("ssh");
     command

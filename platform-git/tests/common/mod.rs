@@ -80,3 +80,78 @@ pub(crate) async fn user(
     let (token, _) = access_tokens::create(&mut conn, user.id, "tests", scopes, None).await?;
     Ok((user.id, token))
 }
+
+/// One ref update of a hand-built push: old id, new id, ref.
+pub(crate) type Update<'a> = (&'a str, &'a str, &'a str);
+
+/// The all-zero object id: a created ref's old id, a deleted ref's new id.
+pub(crate) const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// A `git receive-pack` request built by hand, as a hostile client would send it: `updates`,
+/// inside a push certificate when `certificate` (which git takes commands from, advertised or
+/// not), then a pack of what the working copy `work` has beyond the old ids, unless every
+/// update deletes.
+pub(crate) fn receive_pack_request(
+    work: &std::path::Path,
+    updates: &[Update<'_>],
+    certificate: bool,
+) -> anyhow::Result<Vec<u8>> {
+    use platform_git::pktline::write;
+    let capabilities = "report-status side-band-64k agent=git/hand-built";
+    let mut body = Vec::new();
+    if certificate {
+        // Git appends every packet up to `push-cert-end` to the certificate and takes the lines
+        // after its first blank line as the commands: one packet can carry the whole body, and
+        // every packet here starts with `push-cert`.
+        write(&mut body, format!("push-cert\0{capabilities}\n").as_bytes());
+        let mut certificate = String::from(
+            "push-certificate version 0.1\n\
+             pusher Mallory <mallory@example.com> 1700000000 +0000\n\
+             pushee http://git.example.com/\n\
+             nonce 1700000000-0123456789abcdef\n\n",
+        );
+        for (old, new, name) in updates {
+            certificate.push_str(&format!("{old} {new} {name}\n"));
+        }
+        // Any signature will do: git checks it only to tell the hooks how it went, and a
+        // certificate without one makes git stop before the hooks.
+        certificate.push_str(
+            "-----BEGIN PGP SIGNATURE-----\n\niQEzBAABCAAdFiEE\n-----END PGP SIGNATURE-----\n",
+        );
+        write(&mut body, certificate.as_bytes());
+        write(&mut body, b"push-cert-end\n");
+    } else {
+        for (i, (old, new, name)) in updates.iter().enumerate() {
+            let line = if i == 0 {
+                format!("{old} {new} {name}\0{capabilities}")
+            } else {
+                format!("{old} {new} {name}\n")
+            };
+            write(&mut body, line.as_bytes());
+        }
+    }
+    body.extend_from_slice(b"0000");
+    if updates.iter().any(|(_, new, _)| *new != ZERO) {
+        let mut revisions = String::new();
+        for (old, new, _) in updates {
+            if *new != ZERO {
+                revisions.push_str(&format!("{new}\n"));
+            }
+            if *old != ZERO {
+                revisions.push_str(&format!("^{old}\n"));
+            }
+        }
+        let mut child = std::process::Command::new("git")
+            .args(["pack-objects", "--stdout", "--revs", "--quiet"])
+            .current_dir(work)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        use std::io::Write as _;
+        child.stdin.take().expect("piped").write_all(revisions.as_bytes())?;
+        let output = child.wait_with_output()?;
+        anyhow::ensure!(output.status.success(), "git pack-objects failed");
+        body.extend_from_slice(&output.stdout);
+    }
+    Ok(body)
+}
