@@ -17,7 +17,7 @@ smoke=false
 
 scripts/services.sh install
 if $smoke; then run_dir=$(mktemp -d); else run_dir=${PLATFORM_RUN_DIR:-$root/.run}; fi
-mkdir -p "$run_dir"/{data/repos,data/avatars,data/files,logs,secrets}
+mkdir -p "$run_dir"/{data/repos,data/static/avatars,data/static/files,logs,secrets}
 run_dir=$(cd "$run_dir" && pwd)
 
 pids=()
@@ -62,10 +62,13 @@ if $smoke; then
   ssh_port=$(free_port)
 fi
 
+# Laid out as the chart mounts its volume: the repositories apart, and static_server's root
+# holding the avatars and files app writes (as /data/avatars and /data/files are mounted
+# inside the static directory there). static_server serves only STATIC_PUBLIC_DIRS of it.
 export APP_REPOS_ROOT=${APP_REPOS_ROOT:-$run_dir/data/repos}
-export APP_AVATAR_PATH=${APP_AVATAR_PATH:-$run_dir/data/avatars}
-export STORAGE_PATH=${STORAGE_PATH:-$run_dir/data/files}
-export STATIC_ROOT=${STATIC_ROOT:-$run_dir/data}
+export STATIC_ROOT=${STATIC_ROOT:-$run_dir/data/static}
+export APP_AVATAR_PATH=${APP_AVATAR_PATH:-$STATIC_ROOT/avatars}
+export STORAGE_PATH=${STORAGE_PATH:-$STATIC_ROOT/files}
 export APP_LOG_LEVEL=${APP_LOG_LEVEL:-info}
 export APP_COOKIE_SECURE=${APP_COOKIE_SECURE:-false}
 export APP_DOMAIN_URL=${APP_DOMAIN_URL:-http://localhost:${port[app]}}
@@ -120,6 +123,19 @@ printf '  %-19s %s\n' "PostgreSQL" "$APP_DATABASE_URL" "Redis" "$APP_REDIS_URL" 
 
 if $smoke; then
   echo "run.sh: all six services answered 200 on /readyz"
+  # What app stores under APP_AVATAR_PATH is what static_server serves, and a repository's
+  # files are not.
+  mkdir -p "$APP_AVATAR_PATH" "$APP_REPOS_ROOT/smoke"
+  echo smoke >"$APP_AVATAR_PATH/smoke.txt"
+  echo secret >"$APP_REPOS_ROOT/smoke/config"
+  static="http://127.0.0.1:${port[static_server]}"
+  [ "$(curl -s "$static/static/avatars/smoke.txt")" = smoke ] \
+    || { echo "run.sh: static_server does not serve APP_AVATAR_PATH" >&2; exit 1; }
+  for path in repos/smoke/config static/repos/smoke/config ../repos/smoke/config; do
+    code=$(curl -s --path-as-is -o /dev/null -w '%{http_code}' "$static/$path")
+    [ "$code" = 404 ] || { echo "run.sh: static_server answered $code for /$path" >&2; exit 1; }
+  done
+  echo "run.sh: static_server serves avatars and no repository file"
   exit 0
 fi
 echo "Press Ctrl-C to stop."

@@ -34,6 +34,16 @@ pub enum StorageError {
         /// The root.
         root: String,
     },
+    /// A directory that would be served holds repositories, or lies inside them.
+    #[error(
+        "{served} would be served and overlaps the repositories at {repositories}: repository data is never served as static files"
+    )]
+    ServesRepositories {
+        /// The directory that would be served.
+        served: String,
+        /// Where the repositories are.
+        repositories: String,
+    },
     /// The file system failed.
     #[error("{operation} {path:?} under {root}")]
     Io {

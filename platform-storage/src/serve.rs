@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -88,6 +89,9 @@ pub struct StaticFiles {
 
 struct Inner {
     root: Root,
+    /// With a list of public directories: each, by name, opened as a root of its own, so that
+    /// nothing outside them is served, not even through a symlink.
+    public: Option<Vec<(String, Root)>>,
     options: StaticOptions,
     open_files: Option<quick_cache::sync::Cache<String, Kept>>,
     /// When `open_files` was last emptied, in milliseconds since `created`.
@@ -124,18 +128,82 @@ struct OpenFile {
 impl StaticFiles {
     /// Serves the files of `root`.
     pub fn new(root: Root, options: StaticOptions) -> Self {
+        Self::serving(root, None, options)
+    }
+
+    fn serving(root: Root, public: Option<Vec<(String, Root)>>, options: StaticOptions) -> Self {
         let options = StaticOptions { chunk_size: options.chunk_size.max(1), ..options };
         let open_files =
             (options.open_files > 0).then(|| quick_cache::sync::Cache::new(options.open_files));
         Self {
             inner: Arc::new(Inner {
                 root,
+                public,
                 options,
                 open_files,
                 emptied_at: std::sync::atomic::AtomicU64::new(0),
                 created: std::time::Instant::now(),
             }),
         }
+    }
+
+    /// Serves only the directories named `public_dirs` at the top of `root` (a request for
+    /// `/avatars/a.png` gets `avatars/a.png` when `avatars` is listed; anything else is 404).
+    /// Each is opened as a root of its own, created if missing, so a symlink inside one cannot
+    /// lead elsewhere in `root`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a name is not a single plain path component, or a directory cannot be opened.
+    pub fn public_dirs(
+        root: Root,
+        public_dirs: &[String],
+        options: StaticOptions,
+    ) -> Result<Self, StorageError> {
+        let mut public = Vec::with_capacity(public_dirs.len());
+        for name in public_dirs {
+            crate::root::check_relative(name)?;
+            if name.contains('/') {
+                return Err(StorageError::InvalidPath {
+                    path: name.clone(),
+                    reason: "a public directory is one name at the top of the root",
+                });
+            }
+            public.push((name.clone(), Root::open(root.path().join(name))?));
+        }
+        Ok(Self::serving(root, Some(public), options))
+    }
+
+    /// Checks that nothing this service serves overlaps `repositories` (the repository root,
+    /// which need not exist here): neither holds the other.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::ServesRepositories`] naming the directory that overlaps them.
+    pub fn ensure_apart_from(&self, repositories: &Path) -> Result<(), StorageError> {
+        let repositories = repositories.canonicalize().unwrap_or_else(|_| repositories.to_owned());
+        let served: Vec<&Path> = match &self.inner.public {
+            Some(public) => public.iter().map(|(_, root)| root.path()).collect(),
+            None => vec![self.inner.root.path()],
+        };
+        for served in served {
+            if served.starts_with(&repositories) || repositories.starts_with(served) {
+                return Err(StorageError::ServesRepositories {
+                    served: served.display().to_string(),
+                    repositories: repositories.display().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The root holding `relative` and the path inside it; `None` when it is not served.
+    fn root_for<'a>(&self, relative: &'a str) -> Option<(&Root, &'a str)> {
+        let Some(public) = &self.inner.public else {
+            return Some((&self.inner.root, relative));
+        };
+        let (top, rest) = relative.split_once('/').unwrap_or((relative, ""));
+        public.iter().find(|(name, _)| name == top).map(|(_, root)| (root, rest))
     }
 
     /// Returns a router that serves every path with these files.
@@ -158,6 +226,9 @@ impl StaticFiles {
             None => path,
         };
         let Some(relative) = decode_path(path) else { return not_found() };
+        if self.root_for(&relative).is_none_or(|(_, inside)| inside.is_empty()) {
+            return not_found();
+        }
         let Some(opened) = self.open(&relative, headers) else { return not_found() };
         let opened = match opened {
             Ok(opened) => opened,
@@ -254,7 +325,8 @@ impl StaticFiles {
         let directory_version = || {
             *directory.get_or_init(|| {
                 let name = relative.rsplit_once('/').map_or("", |(directory, _)| directory);
-                self.inner.root.directory_version(name)
+                let (root, inside) = self.root_for(name)?;
+                root.directory_version(inside)
             })
         };
         let encodings =
@@ -319,9 +391,11 @@ impl StaticFiles {
         relative: &str,
         directory_version: Option<&dyn Fn() -> Option<FileVersion>>,
     ) -> Result<Lookup, StorageError> {
-        let root = &self.inner.root;
+        let Some((root, inside)) = self.root_for(relative) else {
+            return Ok(Lookup::Missing);
+        };
         match kept.and_then(|kept| kept.get(relative)) {
-            Some(Kept::Open(file)) if root.current_version(relative) == Some(file.version) => {
+            Some(Kept::Open(file)) if root.current_version(inside) == Some(file.version) => {
                 return Ok(Lookup::Found(file));
             }
             Some(Kept::Absent { directory })
@@ -334,7 +408,7 @@ impl StaticFiles {
         if let Some(version) = directory_version {
             version();
         }
-        match root.open_file_version(relative) {
+        match root.open_file_version(inside) {
             Ok((file, version)) => {
                 let opened = OpenFile { file: Arc::new(file), version };
                 if let Some(kept) = kept {

@@ -1,4 +1,5 @@
-//! `static_server` (port 8081): serves avatars, blobs and media from `STATIC_ROOT`.
+//! `static_server` (port 8081): serves avatars, blobs and media from `STATIC_ROOT`: only the
+//! directories `STATIC_PUBLIC_DIRS` names, and never the repositories (`APP_REPOS_ROOT`).
 
 use anyhow::Context as _;
 use platform_core::config::StaticServerConfig;
@@ -18,7 +19,9 @@ async fn main() -> anyhow::Result<()> {
     // The same files at /static/, where the public URLs app hands out point (the Ingress
     // forwards that prefix as it is).
     let options = StaticOptions { url_prefix: Some("/static".to_owned()), ..Default::default() };
-    let files = StaticFiles::new(root.root().clone(), options);
+    let files = StaticFiles::public_dirs(root.root().clone(), &config.public_dirs, options)
+        .context("STATIC_PUBLIC_DIRS")?;
+    files.ensure_apart_from(&config.repos_root).context("STATIC_PUBLIC_DIRS and APP_REPOS_ROOT")?;
     let shell = ServiceShell::new("static_server")
         .with_service(files)
         // Answers start at once; a download takes as long as the client needs.

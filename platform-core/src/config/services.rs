@@ -325,6 +325,12 @@ pub struct StaticServerConfig {
     pub http: HttpConfig,
     /// `STATIC_ROOT`.
     pub static_root: PathBuf,
+    /// `STATIC_PUBLIC_DIRS`: the directories at the top of `STATIC_ROOT` that are served,
+    /// comma-separated (default `avatars,files,media`); nothing else is.
+    pub public_dirs: Vec<String>,
+    /// `APP_REPOS_ROOT`: never served; the service refuses to start when a served directory
+    /// overlaps it.
+    pub repos_root: PathBuf,
 }
 
 impl StaticServerConfig {
@@ -341,8 +347,33 @@ impl StaticServerConfig {
             TelemetryConfig::read(&mut env),
             HttpConfig::read(&mut env, ports::STATIC_SERVER),
             StorageRoots::static_root(&mut env),
+            env.or_default("STATIC_PUBLIC_DIRS", default_public_dirs(), parse_public_dirs),
+            StorageRoots::repos(&mut env),
         );
-        let (telemetry, http, static_root) = env.finish(read)?;
-        Ok(Self { telemetry, http, static_root })
+        let (telemetry, http, static_root, public_dirs, repos_root) = env.finish(read)?;
+        Ok(Self { telemetry, http, static_root, public_dirs, repos_root })
     }
+}
+
+fn default_public_dirs() -> Vec<String> {
+    ["avatars", "files", "media"].map(str::to_owned).to_vec()
+}
+
+/// `avatars,files`: names of directories, one path component each.
+fn parse_public_dirs(raw: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> =
+        raw.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect();
+    if names.is_empty() {
+        return Err("name at least one directory, such as avatars,files".to_owned());
+    }
+    for name in &names {
+        let plain = name != "."
+            && name != ".."
+            && !name.starts_with('.')
+            && !name.contains(['/', '\\', '\0']);
+        if !plain {
+            return Err(format!("{name:?} is not a directory name at the top of STATIC_ROOT"));
+        }
+    }
+    Ok(names)
 }
