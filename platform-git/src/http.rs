@@ -77,6 +77,7 @@ impl IntoResponse for Refusal {
                 return response;
             }
             Self::Denied(Denial::Forbidden(message)) => (StatusCode::FORBIDDEN, message.to_owned()),
+            Self::Denied(Denial::Invalid(message)) => (StatusCode::BAD_REQUEST, message.to_owned()),
             Self::Denied(Denial::NotFound) => {
                 (StatusCode::NOT_FOUND, "repository not found".to_owned())
             }

@@ -528,7 +528,11 @@ impl GitCommand {
         let path = path.trim_start_matches('/');
         let mut parts = path.split('/');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some(owner), Some(repo), None) if !owner.is_empty() && !repo.is_empty() => {
+            (Some(owner), Some(repo), None)
+                if !owner.is_empty()
+                    && !repo.is_empty()
+                    && !path.contains(|c: char| c.is_control() || c == '\\') =>
+            {
                 Ok(Self { program, owner: owner.to_owned(), repo: repo.to_owned() })
             }
             _ => Err(format!("'{path}' is not a repository path; use owner/name.git")),
@@ -575,7 +579,7 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
                 Denial::NeedsCredentials | Denial::NotFound => {
                     "repository not found, or you have no access to it".to_owned()
                 }
-                Denial::Forbidden(why) => why.to_owned(),
+                Denial::Forbidden(why) | Denial::Invalid(why) => why.to_owned(),
                 Denial::Internal(cause) => {
                     tracing::error!(error = %cause, "SSH git request failed");
                     "internal error".to_owned()
@@ -754,6 +758,9 @@ mod tests {
             b"sh -c 'git-upload-pack x/y'",
             b"git-upload-pack",
             b"\xff\xfe",
+            b"git-upload-pack 'ada/engine\0.git'",
+            b"git-receive-pack 'ada\0/engine.git'",
+            b"git-upload-pack 'ada/engine\n.git'",
         ] {
             assert!(GitCommand::parse(command).is_err(), "{}", String::from_utf8_lossy(command));
         }

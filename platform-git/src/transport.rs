@@ -83,6 +83,9 @@ pub enum Denial {
     NotFound,
     /// The caller may see the repository but not do this.
     Forbidden(&'static str),
+    /// The request names no possible repository (a NUL or control character, say): nothing
+    /// about any repository is revealed by saying so.
+    Invalid(&'static str),
     /// Something failed on our side; logged.
     Internal(String),
 }
@@ -166,6 +169,9 @@ impl GitService {
         needed: Access,
     ) -> Result<Authorized, Denial> {
         let name = repo.strip_suffix(".git").unwrap_or(repo);
+        if !plausible_name(owner) || !plausible_name(name) {
+            return Err(Denial::Invalid("that is not a repository path"));
+        }
         let (user, scopes) = match identity {
             Identity::Anonymous => (None, None),
             Identity::User { user, scopes } => (Some(user.as_ref().clone()), scopes.clone()),
@@ -262,6 +268,13 @@ impl GitService {
             .env(hooks::REPORT_ENV, &report);
         (command, PushRun { service: self.clone(), authorized, policy, report })
     }
+}
+
+/// Whether `name` could name a user or a repository: 1 to 100 bytes, none of them a control
+/// character, a slash or a backslash (the name rules proper are the records' to apply).
+fn plausible_name(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && !name.bytes().any(|b| b.is_ascii_control() || b == b'/' || b == b'\\')
 }
 
 /// Whether `GIT_PROTOCOL` holds something git could have sent.

@@ -979,6 +979,32 @@ async fn malformed_requests_get_a_4xx_and_the_server_carries_on() -> anyhow::Res
         let status = response.status();
         assert!(status.is_client_error(), "{case}: {status} {}", response.text().await?);
     }
+    // Paths no repository can have: a clear 400, never a 500 (nor an error in the log).
+    for path in ["ada/engine%00.git", "ada%00/engine.git", "ada/engine%0a.git", "ada/%01"] {
+        for credentials in [None, Some(("ada", ada.token.as_str()))] {
+            let mut request =
+                client.get(format!("{}/{path}/info/refs?service=git-upload-pack", server.base));
+            if let Some((user, token)) = credentials {
+                request = request.basic_auth(user, Some(token));
+            }
+            let response = request.send().await?;
+            assert_eq!(response.status(), 400, "{path}");
+            assert_eq!(response.text().await?, "that is not a repository path\n", "{path}");
+        }
+        let push = client
+            .post(format!("{}/{path}/git-receive-pack", server.base))
+            .basic_auth("ada", Some(&ada.token))
+            .header("content-type", receive)
+            .body("0000")
+            .send()
+            .await?;
+        assert_eq!(push.status(), 400, "{path}");
+    }
+    for path in ["/api/repos/ada/engine%00", "/api/repos/ada%00/engine", "/api/users/ada%00/repos"]
+    {
+        let response = client.get(format!("{}{path}", server.base)).send().await?;
+        assert_eq!(response.status(), 404, "{path}");
+    }
     let dumb = client.get(format!("{}/ada/engine.git/info/refs", server.base)).send().await?;
     assert_eq!(dumb.status(), 400);
     let head = client.get(format!("{}/ada/engine.git/HEAD", server.base)).send().await?;

@@ -331,8 +331,12 @@ async fn upload_attachment(
     let mut head = Vec::new();
     while head.len() < 8192 {
         match stream.next().await {
-            Some(chunk) => head.extend_from_slice(&chunk.map_err(|_| ApiError::BadRequest {
-                message: "the body could not be read".to_owned(),
+            Some(chunk) => head.extend_from_slice(&chunk.map_err(|error| {
+                if over_body_limit(&error) {
+                    ApiError::TooLarge { limit }
+                } else {
+                    ApiError::BadRequest { message: "the body could not be read".to_owned() }
+                }
             })?),
             None => break,
         }
@@ -347,6 +351,13 @@ async fn upload_attachment(
         api.inner.blobs.put_stream_with_extension(Box::pin(body), limit, extension).await.map_err(
             |error| match error {
                 BlobError::TooLarge { limit } => ApiError::TooLarge { limit },
+                // A body sent without a length meets the service's own limit while it streams.
+                BlobError::Body(source) if over_body_limit(source.as_ref()) => {
+                    ApiError::TooLarge { limit }
+                }
+                BlobError::Body(_) => ApiError::BadRequest {
+                    message: "the body could not be read to its end".to_owned(),
+                },
                 other => ApiError::internal(other),
             },
         )?;
@@ -360,6 +371,23 @@ async fn upload_attachment(
             content_type: content_type.to_owned(),
         }),
     ))
+}
+
+/// Whether reading a body failed because it passed a body limit of the service (the shell's
+/// `RequestBodyLimitLayer`, which meets a body without `Content-Length` only while it streams).
+fn over_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        // An I/O error's `source` is its payload's source, skipping the payload itself.
+        current = match error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(payload) => Some(payload),
+            None => error.source(),
+        };
+    }
+    false
 }
 
 /// Tells an attachment's kind from its first bytes, against the allow-list.

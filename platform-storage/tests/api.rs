@@ -10,6 +10,7 @@ use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfi
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
+use platform_core::service::{RouteLimits, ServiceShell};
 use platform_core::telemetry::Metrics;
 use platform_storage::api::{StorageApi, UploadLimits};
 use platform_storage::avatars::AvatarOptions;
@@ -28,6 +29,11 @@ struct Setup {
 
 impl Setup {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with_body_limit(None).await
+    }
+
+    /// Serves the routes in the service shell, with its body limit when given (as app does).
+    async fn start_with_body_limit(body_limit: Option<usize>) -> anyhow::Result<Self> {
         let vars = HashMap::from([
             ("APP_DATABASE_URL".to_owned(), fresh_database().await?),
             ("APP_REDIS_URL".to_owned(), service_env("PLATFORM_TEST_REDIS_URL")),
@@ -65,7 +71,12 @@ impl Setup {
             &STATIC_URL.parse()?,
             limits,
         );
-        let (router, _) = platform_storage::api::api(api).split_for_parts();
+        let (mut router, _) = platform_storage::api::api(api).split_for_parts();
+        if let Some(body_limit) = body_limit {
+            let limits = RouteLimits { body_limit: Some(body_limit), ..RouteLimits::default() };
+            router =
+                ServiceShell::new("storage-tests").with_routes(router).with_limits(limits).router();
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -204,6 +215,48 @@ async fn oversized_or_wrong_uploads_are_refused_and_write_nothing() -> anyhow::R
     let anonymous =
         setup.client.post(format!("{}/api/attachments", setup.base)).body("x").send().await?;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_without_length_over_the_limit_is_refused_with_413() -> anyhow::Result<()> {
+    // app's body limit is the largest upload limit: an attachment of unknown length meets it
+    // while streaming, before the attachment's own limit does.
+    let setup = Setup::start_with_body_limit(Some(64 * 1024)).await?;
+    for size in [8 * 1024, 100 * 1024] {
+        // Sent by hand: chunked, without Content-Length.
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = setup.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        let head = format!(
+            "POST /api/attachments HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n",
+            setup.token
+        );
+        stream.write_all(head.as_bytes()).await?;
+        for _ in 0..size / 1024 {
+            // A peer that answered early may close before the rest arrives.
+            if stream
+                .write_all(&[b"400\r\n".as_slice(), &[b'a'; 1024], b"\r\n"].concat())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        if size > 64 * 1024 {
+            assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+            assert!(answer.contains("too_large"), "{answer}");
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+        }
+    }
+    assert_eq!(files_under(&setup.dir.join("files/.staging")), 0, "no staging file left");
     Ok(())
 }
 
