@@ -302,6 +302,7 @@ async fn receive_pack(
         }
     };
 
+    let redactor = git.redactor(&authorized);
     let (mut command, push) = git.receive_pack(authorized, git_protocol(&headers));
     push.decide(&updates).await?;
     command.args(["--stateless-rpc", "."]);
@@ -336,8 +337,14 @@ async fn receive_pack(
         transport::supervise(child, stderr, timeout, "receive-pack").await;
         push.finish().await;
     });
-    let mut response =
-        Body::from_stream(ReaderStream::with_capacity(stdout, STREAM_CHUNK_BYTES)).into_response();
+    // What receive-pack says is small, and may name server paths (a ref lock, say).
+    let (redacted, mut output) = tokio::io::duplex(STREAM_CHUNK_BYTES);
+    tokio::spawn(async move {
+        // A client that went away stops this copy; git's exit is supervised above.
+        let _ = crate::redact::copy_sideband(stdout, &mut output, &redactor).await;
+    });
+    let mut response = Body::from_stream(ReaderStream::with_capacity(redacted, STREAM_CHUNK_BYTES))
+        .into_response();
     no_cache(&mut response, "application/x-git-receive-pack-result");
     Ok(response)
 }

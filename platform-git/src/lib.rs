@@ -31,6 +31,7 @@ pub mod permissions;
 pub mod pktline;
 pub mod protection;
 pub mod records;
+pub mod redact;
 pub mod ssh;
 pub mod store;
 pub mod transport;

@@ -43,6 +43,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::permissions::Access;
 use crate::pktline;
+use crate::redact;
 use crate::transport::{self, Denial, GitService, Identity};
 
 /// Limits of the SSH server.
@@ -594,6 +595,7 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
         }
     };
     let protocol = protocol.as_deref();
+    let redactor = service.redactor(&authorized);
     let (mut git, push) = match command.program {
         Program::UploadPack => {
             let mut git = service.git(&authorized.path, protocol);
@@ -701,10 +703,16 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
     // 8 KiB copies (tokio's default) cost a clone noticeably more than the bytes do.
     let mut output = writer.make_writer();
     let mut stdout = tokio::io::BufReader::with_capacity(OUTPUT_CHUNK_BYTES, &mut stdout);
-    let _ = tokio::join!(
-        tokio::io::copy_buf(&mut stdout, &mut output),
-        tokio::io::copy(&mut stderr, &mut errors),
-    );
+    // Fetches' output is mostly pack data and goes through as it is; what pushes and archives
+    // say is small, and may name server paths.
+    let copy_output = async {
+        if command.program == Program::UploadPack {
+            tokio::io::copy_buf(&mut stdout, &mut output).await.map(drop)
+        } else {
+            redact::copy_sideband(&mut stdout, &mut output, &redactor).await
+        }
+    };
+    let _ = tokio::join!(copy_output, redact::copy_text(&mut stderr, &mut errors, &redactor));
     let _ = output.flush().await;
     let _ = errors.flush().await;
     let stderr_text = tokio::spawn(async { String::new() });

@@ -135,6 +135,11 @@ impl RepoStore {
         Self { root: root.into(), locks: Arc::default() }
     }
 
+    /// Returns the directory the repositories live under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Returns where `owner/name` lives, after checking both names.
     ///
     /// # Errors

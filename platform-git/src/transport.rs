@@ -230,6 +230,19 @@ impl GitService {
         command
     }
 
+    /// What keeps this server's paths out of git's messages about `authorized`'s repository:
+    /// the repository becomes `owner/name.git`, the repository root and the state directory
+    /// disappear.
+    pub fn redactor(&self, authorized: &Authorized) -> crate::redact::Redactor {
+        let public_name = format!("{}/{}.git", authorized.repo.owner, authorized.repo.name);
+        let state_dir = self.inner.scratch_dir.parent().unwrap_or(&self.inner.scratch_dir);
+        crate::redact::Redactor::new(
+            &authorized.path,
+            &public_name,
+            &[self.inner.store.root(), state_dir],
+        )
+    }
+
     /// The `git upload-pack` arguments both transports use (before the directory).
     pub fn upload_pack_config() -> [&'static str; 4] {
         ["-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowReachableSHA1InWant=true"]

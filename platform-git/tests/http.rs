@@ -545,6 +545,31 @@ async fn updates_smuggled_in_a_push_certificate_are_refused_and_no_ref_moves() -
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn what_git_says_names_no_server_path() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let ada = server.member("ada").await?;
+    server.create_repo(&ada, "engine", false).await?;
+    let work = server.dir("work");
+    working_copy(&work, 2)?;
+    let url = server.url("ada/engine", Some(("ada", &ada.token)));
+    git_ok(&["push", "--quiet", &url, "main"], Some(&work))?;
+    let lock = Path::new(&server.disk("ada/engine")).join("refs/heads/main.lock");
+    std::fs::write(&lock, "")?;
+    std::fs::write(work.join("locked.txt"), "locked\n")?;
+    git_ok(&["add", "."], Some(&work))?;
+    git_ok(&["commit", "--quiet", "-m", "locked"], Some(&work))?;
+    let locked = run_git("git", &["push", &url, "main"], Some(&work))?;
+    std::fs::remove_file(&lock)?;
+    let message = stderr(&locked);
+    assert!(!locked.status.success(), "{message}");
+    assert!(message.contains("'ada/engine.git/./refs/heads/main.lock'"), "{message}");
+    let root = server.repos_root.canonicalize()?.to_string_lossy().into_owned();
+    assert!(!message.contains(&root), "{message}");
+    git_ok(&["push", "--quiet", &url, "main"], Some(&work))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn files_over_the_limit_and_pushes_over_the_limit_are_refused() -> anyhow::Result<()> {
     let options =
         GitOptions { max_blob_bytes: 64 * 1024, max_push_bytes: 1 << 20, ..GitOptions::default() };

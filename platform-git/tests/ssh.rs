@@ -291,6 +291,25 @@ async fn clone_fetch_and_push_over_ssh() -> anyhow::Result<()> {
     )?;
     assert!(archive.status.success(), "{}", stderr(&archive));
     assert!(archive.stdout.windows(4).any(|w| w == b"more"), "the archive holds the file");
+
+    // What git says about server paths names the repository as the client knows it.
+    let root = server.repos_root.canonicalize()?.to_string_lossy().into_owned();
+    let outside = git_as(&server, &ada, &["archive", "--remote", &url, "main", "../x"], None)?;
+    assert!(!outside.status.success());
+    let message = stderr(&outside);
+    assert!(message.contains("is outside repository at 'ada/engine.git"), "{message}");
+    assert!(!message.contains(&root), "{message}");
+    let lock = Path::new(&server.disk("ada/engine")).join("refs/heads/main.lock");
+    std::fs::write(&lock, "")?;
+    std::fs::write(work.join("locked.txt"), "locked\n")?;
+    local_git(&["add", "."], &work)?;
+    local_git(&["commit", "--quiet", "-m", "locked"], &work)?;
+    let locked = git_as(&server, &ada, &["push", &url, "main"], Some(&work))?;
+    std::fs::remove_file(&lock)?;
+    let message = stderr(&locked);
+    assert!(!locked.status.success(), "{message}");
+    assert!(message.contains("'ada/engine.git/./refs/heads/main.lock'"), "{message}");
+    assert!(!message.contains(&root), "{message}");
     local_git(
         &["--git-dir", &server.disk("ada/engine"), "fsck", "--strict", "--no-progress"],
         &work,
