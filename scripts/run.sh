@@ -136,6 +136,12 @@ if $smoke; then
     [ "$code" = 404 ] || { echo "run.sh: static_server answered $code for /$path" >&2; exit 1; }
   done
   echo "run.sh: static_server serves avatars and no repository file"
+  for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
+    curl -s -D - -o /dev/null "http://127.0.0.1:${port[$name]}/no-such-path" \
+      | grep -qi '^x-content-type-options: nosniff' \
+      || { echo "run.sh: $name answered without X-Content-Type-Options: nosniff" >&2; exit 1; }
+  done
+  echo "run.sh: every service answers with X-Content-Type-Options: nosniff"
   exit 0
 fi
 echo "Press Ctrl-C to stop."

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::ServiceExt as _;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -372,7 +372,7 @@ impl ServiceShell {
         ];
         let request_id = HeaderName::from_static("x-request-id");
         ServiceBuilder::new()
-            .map_response(IntoResponse::into_response as fn(TracedResponse) -> Response)
+            .map_response(finish_response as fn(TracedResponse) -> Response)
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeUuid))
             .layer(PropagateRequestIdLayer::new(request_id))
@@ -433,6 +433,17 @@ impl ServiceShell {
         tracing::info!(service = %self.name, "stopped");
         Ok(())
     }
+}
+
+/// Every answer of every service, once traced: `X-Content-Type-Options: nosniff` unless a
+/// route set it, so no browser guesses a type for JSON, plain text or git's answers either.
+fn finish_response(response: TracedResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// The service's own requests, whichever way they are routed.

@@ -123,6 +123,22 @@ async fn requests_are_counted_by_route_pattern_and_status() {
 }
 
 #[tokio::test]
+async fn every_response_says_nosniff() {
+    let routes = Router::new()
+        .route("/json", get(|| async { axum::Json(serde_json::json!({"ok": true})) }))
+        .route("/boom", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }));
+    let router = ServiceShell::new("test").with_routes(routes).router();
+    for path in ["/healthz", "/readyz", "/metrics", "/json", "/boom", "/missing"] {
+        let (_, headers, _) = call(&router, get_request(path)).await;
+        assert_eq!(
+            headers.get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn every_response_carries_a_request_id() {
     let router = ServiceShell::new("test").router();
     let (_, headers, _) = call(&router, get_request("/healthz")).await;
