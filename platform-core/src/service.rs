@@ -29,7 +29,6 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,14 +37,15 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::ServiceExt as _;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt as _};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -239,7 +239,12 @@ pub struct ServiceShell {
     service: Option<AppService>,
     limits: RouteLimits,
     shutdown_grace: Duration,
+    header_timeout: Duration,
 }
+
+/// How long a client may take to send a request's headers, and how long a connection may sit
+/// idle between requests: 30 seconds each.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ServiceShell {
     /// Creates a shell for the service `name` with no routes and no readiness checks.
@@ -258,6 +263,7 @@ impl ServiceShell {
             service: None,
             limits: RouteLimits::default(),
             shutdown_grace: Duration::from_secs(25),
+            header_timeout: HEADER_TIMEOUT,
         }
     }
 
@@ -307,6 +313,15 @@ impl ServiceShell {
     /// Kubernetes' default 30 s termination grace period).
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets how long a connection may take to send a request's headers, counted from when the
+    /// server is ready to read them: from the connection's start, and again after each answer,
+    /// so it bounds idle connections too (default [`HEADER_TIMEOUT`]). A client that trickles
+    /// its headers, or keeps a connection open doing nothing, is disconnected.
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
         self
     }
 
@@ -397,36 +412,55 @@ impl ServiceShell {
         let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
         let draining = Arc::new(AtomicBool::new(false));
         let service = self.build_service(Arc::clone(&draining));
-        let stopping = CancellationToken::new();
-        // Without TCP_NODELAY, small answers (git's negotiation rounds, JSON) can wait for the
-        // peer's delayed ACK: tens of milliseconds each.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        // HTTP/1.1, as the Ingress and git clients speak it. Its header timeout runs from the
+        // moment a request may begin, so it also bounds silent and idle connections.
+        let mut connections = hyper::server::conn::http1::Builder::new();
+        connections.timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tracing::info!(service = %self.name, %addr, "listening");
+
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors, or a connection reset before it was accepted:
+                        // carry on, a little later.
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Without TCP_NODELAY, small answers (git's negotiation rounds, JSON) can wait for
+            // the peer's delayed ACK: tens of milliseconds each.
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
-        });
-        let server =
-            axum::serve(listener, service.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown({
-                    let stopping = stopping.clone();
-                    let service = self.name.clone();
-                    async move {
-                        shutdown.await;
-                        draining.store(true, Ordering::SeqCst);
-                        tracing::info!(service, "shutdown requested: finishing in-flight requests");
-                        stopping.cancel();
-                    }
-                });
-        tracing::info!(service = %self.name, %addr, "listening");
+            let service = service.clone().map_request(move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+            let connection = connections
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%peer, error = %error, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        draining.store(true, Ordering::SeqCst);
+        tracing::info!(service = %self.name, "shutdown requested: finishing in-flight requests");
 
         let grace = self.shutdown_grace;
-        let grace_elapsed = async {
-            stopping.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
         tokio::select! {
-            result = server.into_future() => result.map_err(ServeError::Serve)?,
-            () = grace_elapsed => {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(grace) => {
                 tracing::warn!(service = %self.name, grace_s = grace.as_secs(), "grace period elapsed: abandoning in-flight requests");
             }
         }

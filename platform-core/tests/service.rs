@@ -302,3 +302,62 @@ async fn shutdown_gives_up_on_requests_that_outlast_the_grace_period() {
     // The abandoned connection ends with the runtime, as it does when `main` returns.
     in_flight.abort();
 }
+
+/// Reads from `stream` until it closes; returns what came and how long it took.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0_u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(read)) => received.extend_from_slice(&buf[..read]),
+            Err(_) => panic!("the connection stayed open for 10 s"),
+        }
+    }
+    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_cut_off() {
+    use tokio::io::AsyncWriteExt as _;
+    let shell = ServiceShell::new("test").with_header_timeout(Duration::from_millis(800));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback binds");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move { shell.serve(listener, std::future::pending()).await });
+
+    // A header line every 300 ms never completes a request: cut off at the bound, not after
+    // the last line.
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("sends");
+    let started = Instant::now();
+    let feeding = tokio::spawn(async move {
+        for i in 0..30 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if trickle.write_all(format!("X-Slow-{i}: y\r\n").as_bytes()).await.is_err() {
+                return (trickle, i);
+            }
+        }
+        (trickle, 30)
+    });
+    let (mut trickle, lines) = feeding.await.expect("joins");
+    let (_, _) = read_until_closed(&mut trickle).await;
+    assert!(lines < 10, "the server took {lines} header lines");
+    assert!(started.elapsed() < Duration::from_secs(4), "cut off after {:?}", started.elapsed());
+
+    // A connection that never says anything, and one left idle after an answer.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    let (said, took) = read_until_closed(&mut silent).await;
+    assert!(took < Duration::from_secs(3), "a silent connection stayed {took:?}");
+    assert!(!said.contains("200 OK"), "{said}");
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("sends");
+    let (said, took) = read_until_closed(&mut idle).await;
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+    assert!(took < Duration::from_secs(3), "an idle connection stayed {took:?}");
+
+    // Requests that come in time are answered as ever.
+    let response = reqwest::get(format!("http://{addr}/healthz")).await.expect("answers");
+    assert_eq!(response.status(), 200);
+}
