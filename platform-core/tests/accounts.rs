@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use platform_core::accounts::{AccountMail, Accounts, MAIL_STREAM, router};
+use platform_core::accounts::attempts::Verdict;
+use platform_core::accounts::{
+    AccountMail, Accounts, MAIL_STREAM, Scope, UserRecord, access_tokens, router,
+};
 use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{ConsumerOptions, Job, JobError, Queue, QueueOptions};
@@ -836,22 +839,88 @@ async fn git_credentials_are_a_password_or_the_users_own_token() -> anyhow::Resu
     let token = created.body["token"].as_str().expect("token").to_owned();
     signed_in(&app, "mallory").await;
 
-    let by_password = app.accounts.authenticate_basic("hopper2", PASSWORD).await?;
-    assert_eq!(
-        by_password.map(|(user, scopes)| (user.username, scopes)),
-        Some(("hopper2".to_owned(), None))
-    );
-    let by_token = app.accounts.authenticate_basic("HOPPER2@example.com", &token).await?;
-    let (user, scopes) = by_token.expect("the token is accepted");
-    assert_eq!(
-        (user.username.as_str(), scopes),
-        ("hopper2", Some(vec![platform_core::accounts::Scope::RepoWrite]))
-    );
+    let client: std::net::IpAddr = "127.0.0.9".parse()?;
+    let valid = |verdict: Verdict<(UserRecord, Option<Vec<Scope>>)>| match verdict {
+        Verdict::Valid((user, scopes)) => Some((user.username, scopes)),
+        _ => None,
+    };
+    let by_password = app.accounts.authenticate_basic("hopper2", PASSWORD, client).await?;
+    assert_eq!(valid(by_password), Some(("hopper2".to_owned(), None)));
+    let by_token = app.accounts.authenticate_basic("HOPPER2@example.com", &token, client).await?;
+    assert_eq!(valid(by_token), Some(("hopper2".to_owned(), Some(vec![Scope::RepoWrite]))));
     assert!(
-        app.accounts.authenticate_basic("mallory", &token).await?.is_none(),
+        valid(app.accounts.authenticate_basic("mallory", &token, client).await?).is_none(),
         "a token works only for its owner"
     );
-    assert!(app.accounts.authenticate_basic("hopper2", "wrong password!").await?.is_none());
-    assert!(app.accounts.authenticate_basic("nobody", PASSWORD).await?.is_none());
+    let wrong = app.accounts.authenticate_basic("hopper2", "wrong password!", client).await?;
+    assert!(matches!(wrong, Verdict::Invalid));
+    let nobody = app.accounts.authenticate_basic("nobody", PASSWORD, client).await?;
+    assert!(matches!(nobody, Verdict::Invalid));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simultaneous_guesses_cannot_overtake_the_limit() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    app.register("hamming", "hamming@example.com", PASSWORD).await;
+    // 40 at once, 39 of them wrong: each is counted before its password is checked, so no more
+    // than the limit of 5 is ever verified.
+    let attempts = (0..40).map(|i| {
+        let password = if i == 20 { PASSWORD.to_owned() } else { format!("wrong password {i}") };
+        let app = &app;
+        async move { app.login("hamming", &password, None).await.status }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    let checked = statuses.iter().filter(|s| **s != StatusCode::TOO_MANY_REQUESTS).count();
+    assert!(checked <= 5, "{checked} attempts were checked: {statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 401, 429].contains(&s.as_u16())), "{statuses:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_credentials_share_the_logins_limits() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    let (cookie, csrf) = signed_in(&app, "dijkstra").await;
+    let created = app
+        .call_with(
+            "POST",
+            "/api/user/tokens",
+            Some(serde_json::json!({"name": "ci", "scopes": ["repo:read"]})),
+            Some(&cookie),
+            Some(&csrf),
+        )
+        .await;
+    let token = created.body["token"].as_str().expect("token").to_owned();
+    let attacker: std::net::IpAddr = "127.0.0.20".parse()?;
+    for _ in 0..5 {
+        let verdict =
+            app.accounts.authenticate_basic("dijkstra", "wrong password!", attacker).await?;
+        assert!(matches!(verdict, Verdict::Invalid));
+    }
+    // Locked for the API login and for git alike, even with the right password and elsewhere.
+    let elsewhere: std::net::IpAddr = "127.0.0.21".parse()?;
+    let verdict = app.accounts.authenticate_basic("dijkstra", PASSWORD, elsewhere).await?;
+    assert!(matches!(verdict, Verdict::Limited(_)), "{verdict:?}");
+    app.use_client_address("127.0.0.21:40000");
+    let answer = app.login("dijkstra", PASSWORD, None).await;
+    assert_error(&answer, StatusCode::TOO_MANY_REQUESTS, "rate_limited", None);
+    // The user's token still works (from an address within its limit).
+    let verdict = app.accounts.authenticate_basic("dijkstra", &token, elsewhere).await?;
+    assert!(matches!(verdict, Verdict::Valid(_)), "{verdict:?}");
+
+    // Wrong tokens count too: an address guessing them is stopped, tokens and passwords alike.
+    let guesser: std::net::IpAddr = "127.0.0.22".parse()?;
+    for n in 0..30 {
+        let guess = format!("{}{n:040}", access_tokens::TOKEN_PREFIX);
+        let verdict = app.accounts.authenticate_basic("dijkstra", &guess, guesser).await?;
+        assert!(matches!(verdict, Verdict::Invalid), "guess {n}: {verdict:?}");
+    }
+    let verdict = app.accounts.authenticate_basic("dijkstra", &token, guesser).await?;
+    assert!(matches!(verdict, Verdict::Limited(_)), "{verdict:?}");
+    app.use_client_address("127.0.0.22:40000");
+    app.register("dahl", "dahl@example.com", PASSWORD).await;
+    let answer = app.login("dahl", PASSWORD, None).await;
+    assert_error(&answer, StatusCode::TOO_MANY_REQUESTS, "rate_limited", None);
+    assert!(app.accounts.address_limited(guesser).await?.is_some());
     Ok(())
 }

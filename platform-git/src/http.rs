@@ -25,12 +25,15 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use platform_core::accounts::attempts::Verdict;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::io::{ReaderStream, StreamReader};
@@ -56,6 +59,7 @@ enum Refusal {
     BadRequest(String),
     UnsupportedMediaType(&'static str),
     TooLarge(String),
+    Limited(std::time::Duration),
 }
 
 impl From<Denial> for Refusal {
@@ -90,6 +94,16 @@ impl IntoResponse for Refusal {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("expected Content-Type {expected}"))
             }
             Self::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, message),
+            Self::Limited(retry_after) => {
+                let seconds = retry_after.as_secs().max(1);
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many failed sign-in attempts: try again in {seconds} s\n"),
+                )
+                    .into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                return response;
+            }
         };
         (status, format!("{message}\n")).into_response()
     }
@@ -118,21 +132,40 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Re
     Ok(Some((login.to_owned(), secret.to_owned())))
 }
 
-/// Checks the request's credentials, then what they allow on `owner/repo`.
+/// The address of the client that sent a request: its peer (from the connection information
+/// the server records, as the service shell and `into_make_service_with_connect_info` do), or
+/// the address a trusted proxy forwarded. Without connection information every client counts as
+/// one address for the attempt limits.
+fn client_of(git: &GitService, extensions: &Extensions, headers: &HeaderMap) -> IpAddr {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(peer)| peer.ip());
+    git.accounts().client_address(peer, headers)
+}
+
+/// Checks the request's credentials (under the attempt limits), then what they allow on
+/// `owner/repo`.
 async fn authorize(
     git: &GitService,
     owner: &str,
     repo: &str,
-    headers: &HeaderMap,
+    (extensions, headers): (&Extensions, &HeaderMap),
     needed: Access,
 ) -> Result<Authorized, Refusal> {
     let identity = match basic_credentials(headers)? {
         None => Identity::Anonymous,
         Some((login, secret)) => {
-            match git.accounts().authenticate_basic(&login, &secret).await.map_err(internal)? {
-                Some((user, scopes)) => Identity::User { user: Box::new(user), scopes },
+            let client = client_of(git, extensions, headers);
+            match git
+                .accounts()
+                .authenticate_basic(&login, &secret, client)
+                .await
+                .map_err(internal)?
+            {
+                Verdict::Valid((user, scopes)) => Identity::User { user: Box::new(user), scopes },
                 // Wrong credentials: ask again, whether or not the repository is public.
-                None => return Err(Refusal::Denied(Denial::NeedsCredentials)),
+                Verdict::Invalid => return Err(Refusal::Denied(Denial::NeedsCredentials)),
+                Verdict::Limited(retry_after) => return Err(Refusal::Limited(retry_after)),
             }
         }
     };
@@ -165,6 +198,7 @@ async fn info_refs(
     State(git): State<GitService>,
     UrlPath((owner, repo)): UrlPath<(String, String)>,
     Query(query): Query<InfoRefsQuery>,
+    extensions: Extensions,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let (service, needed) = match query.service.as_deref() {
@@ -177,7 +211,7 @@ async fn info_refs(
             ));
         }
     };
-    let authorized = authorize(&git, &owner, &repo, &headers, needed).await?;
+    let authorized = authorize(&git, &owner, &repo, (&extensions, &headers), needed).await?;
     let protocol = git_protocol(&headers);
     let v2 = service == "upload-pack" && protocol.is_some_and(|p| p.contains("version=2"));
     let mut command = git.git(&authorized.path, protocol);
@@ -220,10 +254,11 @@ fn check_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(),
 async fn upload_pack(
     State(git): State<GitService>,
     UrlPath((owner, repo)): UrlPath<(String, String)>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let authorized = authorize(&git, &owner, &repo, &headers, Access::Read).await?;
+    let authorized = authorize(&git, &owner, &repo, (&extensions, &headers), Access::Read).await?;
     check_content_type(&headers, "application/x-git-upload-pack-request")?;
     let limit = git.options().max_negotiation_bytes;
     let request = axum::body::to_bytes(body, limit).await.map_err(|error| {
@@ -257,10 +292,11 @@ const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 async fn receive_pack(
     State(git): State<GitService>,
     UrlPath((owner, repo)): UrlPath<(String, String)>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let authorized = authorize(&git, &owner, &repo, &headers, Access::Write).await?;
+    let authorized = authorize(&git, &owner, &repo, (&extensions, &headers), Access::Write).await?;
     check_content_type(&headers, "application/x-git-receive-pack-request")?;
     let max_push_bytes = git.options().max_push_bytes;
     let declared = headers

@@ -214,10 +214,26 @@ impl GitSsh {
             return;
         };
         let authenticated = Arc::new(AtomicBool::new(false));
+        let rejected_keys = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Keys are tried against the same per-address limit as passwords elsewhere: an address
+        // over it is refused every key, on every connection, until its window ends.
+        let accounts = self.service.accounts().clone();
+        let limited = match accounts.address_limited(peer.ip()).await {
+            Ok(limited) => limited,
+            Err(error) => {
+                tracing::error!(%peer, error = %error, "cannot read the sign-in attempt limits");
+                None
+            }
+        };
+        if let Some(wait) = limited {
+            tracing::warn!(%peer, retry_after_s = wait.as_secs(), "SSH sign-in attempts limited");
+        }
         let handler = Connection {
             service: self.service.clone(),
             peer,
             user: None,
+            limited: limited.is_some(),
+            rejected_keys: Arc::clone(&rejected_keys),
             authenticated: Arc::clone(&authenticated),
             channels: HashMap::new(),
             opened: 0,
@@ -238,9 +254,10 @@ impl GitSsh {
         };
         let handle = session.handle();
         let auth_timeout = self.options.auth_timeout;
+        let signed_in = Arc::clone(&authenticated);
         let watchdog = tokio::spawn(async move {
             tokio::time::sleep(auth_timeout).await;
-            if !authenticated.load(Ordering::Acquire) {
+            if !signed_in.load(Ordering::Acquire) {
                 tracing::info!(%peer, "SSH authentication timed out");
                 let _ = killer.shutdown(std::net::Shutdown::Both);
             }
@@ -258,6 +275,15 @@ impl GitSsh {
             }
         }
         watchdog.abort();
+        // A connection that offered keys and never got in is one failed attempt of its address
+        // (one, however many keys: an agent offers all it holds before the right one).
+        if limited.is_none()
+            && !authenticated.load(Ordering::Acquire)
+            && rejected_keys.load(Ordering::Relaxed) > 0
+            && let Err(error) = accounts.record_address_failure(peer.ip()).await
+        {
+            tracing::error!(%peer, error = %error, "cannot count a failed SSH sign-in");
+        }
     }
 }
 
@@ -266,6 +292,9 @@ struct Connection {
     service: GitService,
     peer: SocketAddr,
     user: Option<UserRecord>,
+    /// The address is over its limit of failed sign-ins: every key is refused.
+    limited: bool,
+    rejected_keys: Arc<std::sync::atomic::AtomicUsize>,
     authenticated: Arc<AtomicBool>,
     channels: HashMap<ChannelId, Slot>,
     opened: usize,
@@ -283,6 +312,9 @@ impl Connection {
         &self,
         key: &russh::keys::PublicKey,
     ) -> Result<Option<UserRecord>, russh::Error> {
+        if self.limited {
+            return Ok(None);
+        }
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         let lookup = async {
             let mut conn =
@@ -295,7 +327,12 @@ impl Connection {
             users::find_by_id(&mut conn, id).await.map_err(|e| e.to_string())
         };
         match lookup.await {
-            Ok(user) => Ok(user),
+            Ok(user) => {
+                if user.is_none() {
+                    self.rejected_keys.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(user)
+            }
             Err(error) => {
                 tracing::error!(peer = %self.peer, %error, "cannot look up an SSH key");
                 Ok(None)

@@ -570,6 +570,34 @@ async fn what_git_says_names_no_server_path() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn failed_git_sign_ins_are_limited_like_the_login() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let ada = server.member("ada").await?;
+    server.create_repo(&ada, "engine", true).await?;
+    let refs = format!("{}/ada/engine.git/info/refs?service=git-upload-pack", server.base);
+    let attempt =
+        |password: &str| server.http.get(&refs).basic_auth("ada", Some(password.to_owned())).send();
+    for n in 0..5 {
+        assert_eq!(attempt(&format!("wrong {n}")).await?.status(), 401, "attempt {n}");
+    }
+    let limited = attempt(common::PASSWORD).await?;
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    assert!(limited.text().await?.contains("too many failed sign-in attempts"));
+    // git shows the refusal, and the clone gets nothing.
+    let url = server.url("ada/engine", Some(("ada", common::PASSWORD)));
+    let clone =
+        run_git("git", &["clone", "--quiet", &url, &server.dir("clone").to_string_lossy()], None)?;
+    assert!(!clone.status.success());
+    assert!(stderr(&clone).contains("429"), "{}", stderr(&clone));
+    // The account's token still works.
+    let with_token = server.http.get(&refs).basic_auth("ada", Some(&ada.token)).send().await?;
+    assert_eq!(with_token.status(), 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn files_over_the_limit_and_pushes_over_the_limit_are_refused() -> anyhow::Result<()> {
     let options =
         GitOptions { max_blob_bytes: 64 * 1024, max_push_bytes: 1 << 20, ..GitOptions::default() };

@@ -449,6 +449,28 @@ fn receive_pack_by_hand(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_address_offering_unknown_keys_is_limited_across_connections() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let ada = server.member("ada").await?;
+    server.create_repo(&ada, "engine", false).await?;
+    let stranger_key = server.scratch.join("stranger_key");
+    ssh_keygen(&stranger_key, &["-t", "ed25519"])?;
+    let stranger = Member { name: "stranger".to_owned(), token: String::new(), key: stranger_key };
+    // Each connection that offers only unknown keys is one failed attempt of its address; the
+    // address's limit (30) holds across connections.
+    for n in 0..30 {
+        let output =
+            ssh_as(&server, &stranger, &["git@127.0.0.1", "git-upload-pack 'ada/engine.git'"])?;
+        assert!(!output.status.success(), "attempt {n}");
+        assert!(stderr(&output).contains("Permission denied"), "attempt {n}: {}", stderr(&output));
+    }
+    let refused = ssh_as(&server, &ada, &["git@127.0.0.1", "git-upload-pack 'ada/engine.git'"])?;
+    assert!(!refused.status.success(), "a registered key got in from a limited address");
+    assert!(stderr(&refused).contains("Permission denied"), "{}", stderr(&refused));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn updates_smuggled_in_a_push_certificate_are_refused_over_ssh() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let owner = server.member("owner").await?;

@@ -25,7 +25,8 @@ async fn main() -> anyhow::Result<()> {
     let queue =
         Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
             .await?;
-    let accounts = Accounts::without_sessions(database.clone(), redis.clone(), queue.clone());
+    let accounts = Accounts::without_sessions(database.clone(), redis.clone(), queue.clone())
+        .with_trusted_proxies(config.trusted_proxies.clone());
     let events = PushEvents::new(database.clone(), queue.clone());
     // Hooks and push scratch files live beside the repositories, where every replica sees them.
     let state_dir = config.repos_root.join(".platform");

@@ -43,6 +43,7 @@
 //! ```
 
 pub mod access_tokens;
+pub mod attempts;
 pub mod password;
 pub mod rate_limit;
 pub mod sessions;
@@ -62,7 +63,7 @@ use axum_extra::extract::SignedCookieJar;
 use axum_extra::extract::cookie::{Cookie, Key, SameSite};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+
 use subtle::ConstantTimeEq as _;
 
 use crate::api::{ApiError, ApiJson, ApiPath, ErrorBody};
@@ -216,6 +217,14 @@ impl Accounts {
         }
     }
 
+    /// Sets the proxies whose `X-Forwarded-For` names the client (see [`client_address`]), for
+    /// the per-address attempt limits.
+    #[must_use]
+    pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
     /// Sets the prefix of this deployment's Redis keys (default `platform`), so deployments or
     /// tests sharing a Redis never see each other's sessions or counters.
     #[must_use]
@@ -364,37 +373,6 @@ impl Accounts {
                 message: format!("this token lacks the {} scope", scope.as_str()),
             })
         }
-    }
-
-    /// Checks git-over-HTTP credentials: a user name (or address) with either the password or
-    /// one of the user's access tokens. Returns the user and, for a token, its scopes.
-    ///
-    /// # Errors
-    ///
-    /// Fails when the database does.
-    pub async fn authenticate_basic(
-        &self,
-        login: &str,
-        secret: &str,
-    ) -> Result<Option<(UserRecord, Option<Vec<Scope>>)>, ApiError> {
-        let mut conn = self.database.get().await.map_err(ApiError::internal)?;
-        let Some(user) =
-            users::find_by_login(&mut conn, login).await.map_err(ApiError::internal)?
-        else {
-            return Ok(None);
-        };
-        if secret.starts_with(access_tokens::TOKEN_PREFIX) {
-            let owner =
-                access_tokens::authenticate(&mut conn, secret).await.map_err(ApiError::internal)?;
-            return Ok(owner
-                .filter(|(id, _)| *id == user.id)
-                .map(|(_, scopes)| (user, Some(scopes))));
-        }
-        let (stored, secret) = (user.password_hash.clone(), secret.to_owned());
-        let matches = tokio::task::spawn_blocking(move || password::verify(&secret, &stored))
-            .await
-            .map_err(ApiError::internal)?;
-        Ok(matches.then_some((user, None)))
     }
 
     /// Issues a verification token for `user` and queues the mail that carries it.
@@ -570,7 +548,7 @@ pub struct LoginRequest {
 
 /// A valid argon2id hash of a random string, verified against when the login names nobody, so
 /// that unknown and known accounts take the same time to refuse.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$TzjAeBNBHJvDUqWSQq4JNDDqoBKbahdLxjP8VNXiHYw";
+pub(crate) const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$TzjAeBNBHJvDUqWSQq4JNDDqoBKbahdLxjP8VNXiHYw";
 
 /// The answer to a login: who signed in, and the token their cookie-authenticated writes carry.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -600,44 +578,14 @@ async fn login(
     jar: SignedCookieJar,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let namespace = &accounts.namespace;
-    // Hashed, so the key's length and bytes never depend on what the client sent.
-    let login_digest = hex::encode(Sha256::digest(request.login.to_lowercase().as_bytes()));
-    let account_key = format!("{namespace}:ratelimit:login:account:{login_digest}");
-    let client = client_address(peer.ip(), &headers, &accounts.trusted_proxies);
-    let address_key = format!("{namespace}:ratelimit:login:address:{client}");
-    for (key, limit) in
-        [(&account_key, rate_limit::PER_ACCOUNT), (&address_key, rate_limit::PER_ADDRESS)]
-    {
-        if let Some(retry_after) = rate_limit::blocked_for(&accounts.redis, key, limit)
-            .await
-            .map_err(ApiError::internal)?
-        {
-            tracing::warn!(%client, "login rate limit reached");
+    let client = accounts.client_address(peer.ip(), &headers);
+    let record = match accounts.check_password(&request.login, &request.password, client).await? {
+        attempts::Verdict::Valid(record) => record,
+        attempts::Verdict::Invalid => return Err(ApiError::InvalidCredentials),
+        attempts::Verdict::Limited(retry_after) => {
             return Err(ApiError::RateLimited { retry_after });
         }
-    }
-
-    let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
-    let record =
-        users::find_by_login(&mut conn, &request.login).await.map_err(ApiError::internal)?;
-    drop(conn);
-    let stored = record.as_ref().map_or_else(|| DUMMY_HASH.to_owned(), |r| r.password_hash.clone());
-    let password = request.password;
-    let matches = tokio::task::spawn_blocking(move || password::verify(&password, &stored))
-        .await
-        .map_err(ApiError::internal)?;
-    let Some(record) = record.filter(|_| matches) else {
-        for (key, limit) in
-            [(&account_key, rate_limit::PER_ACCOUNT), (&address_key, rate_limit::PER_ADDRESS)]
-        {
-            rate_limit::record_failure(&accounts.redis, key, limit)
-                .await
-                .map_err(ApiError::internal)?;
-        }
-        return Err(ApiError::InvalidCredentials);
     };
-    rate_limit::reset(&accounts.redis, &account_key).await.map_err(ApiError::internal)?;
     // A session id the client already holds is never promoted to a signed-in one.
     if let Some(previous) = jar.get(sessions::COOKIE_NAME) {
         sessions::delete(&accounts.redis, &accounts.namespace, previous.value())

@@ -73,3 +73,65 @@ pub async fn reset(redis: &Redis, key: &str) -> Result<(), RedisError> {
     let mut conn = redis.get().await?;
     redis::cmd("DEL").arg(key).query_async::<()>(&mut *conn).await.map_err(RedisError::Command)
 }
+
+/// Counts an attempt against every key of `limits` in one atomic step, before its secret is
+/// checked, so that simultaneous attempts cannot all pass a check none of them has counted yet.
+/// Each window starts at its key's first attempt. Returns how long to wait when any key is over
+/// its limit (the attempt is then not to be tried), else `None`.
+///
+/// A successful attempt gives its count back with [`attempt_succeeded`].
+///
+/// # Errors
+///
+/// Fails when Redis does.
+pub async fn count_attempt(
+    redis: &Redis,
+    limits: &[(&str, Limit)],
+) -> Result<Option<Duration>, RedisError> {
+    // KEYS: the counters; ARGV: each one's limit and window, in pairs.
+    const SCRIPT: &str = r"
+        local wait = 0
+        for i, key in ipairs(KEYS) do
+          local count = redis.call('INCR', key)
+          if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[2 * i]) end
+          if count > tonumber(ARGV[2 * i - 1]) then
+            wait = math.max(wait, redis.call('TTL', key), 1)
+          end
+        end
+        return wait
+    ";
+    let script = redis::Script::new(SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    for (key, limit) in limits {
+        invocation.key(*key).arg(limit.max).arg(limit.window.as_secs().max(1));
+    }
+    let mut conn = redis.get().await?;
+    let wait: u64 = invocation.invoke_async(&mut *conn).await.map_err(RedisError::Command)?;
+    Ok((wait > 0).then(|| Duration::from_secs(wait)))
+}
+
+/// After [`count_attempt`] for an attempt that succeeded: `account` starts over, and the attempt
+/// is taken off `address` (a client address signing in often is never limited for it).
+///
+/// # Errors
+///
+/// Fails when Redis does.
+pub async fn attempt_succeeded(
+    redis: &Redis,
+    account: &str,
+    address: &str,
+) -> Result<(), RedisError> {
+    const SCRIPT: &str = r"
+        redis.call('DEL', KEYS[1])
+        if redis.call('GET', KEYS[2]) then redis.call('DECR', KEYS[2]) end
+        return 0
+    ";
+    let mut conn = redis.get().await?;
+    redis::Script::new(SCRIPT)
+        .key(account)
+        .key(address)
+        .invoke_async::<i64>(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(RedisError::Command)
+}

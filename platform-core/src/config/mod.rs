@@ -189,6 +189,12 @@ pub struct SessionConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
+/// `APP_TRUSTED_PROXIES`: the proxies (addresses or CIDR blocks, comma-separated) whose
+/// `X-Forwarded-For` names the client; empty when unset (the peer is the client).
+pub fn trusted_proxies(env: &mut EnvReader<'_>) -> Option<Vec<ipnet::IpNet>> {
+    env.or_default("APP_TRUSTED_PROXIES", Vec::new(), parse_networks)
+}
+
 /// Parses comma-separated addresses (`10.0.0.1`) and CIDR blocks (`10.0.0.0/8`).
 fn parse_networks(raw: &str) -> Result<Vec<ipnet::IpNet>, String> {
     raw.split(',')
@@ -219,7 +225,7 @@ impl SessionConfig {
             Ok(SecretString::from(raw))
         });
         let cookie_secure = env.or_default("APP_COOKIE_SECURE", false, parse_bool);
-        let trusted_proxies = env.or_default("APP_TRUSTED_PROXIES", Vec::new(), parse_networks);
+        let trusted_proxies = trusted_proxies(env);
         Some(Self {
             secret: secret?,
             cookie_secure: cookie_secure?,

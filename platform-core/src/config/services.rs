@@ -151,6 +151,8 @@ pub struct GitServerConfig {
     pub repos_root: PathBuf,
     /// Push size, file size and time limits.
     pub git_limits: GitLimitsConfig,
+    /// `APP_TRUSTED_PROXIES`, for the client addresses of the sign-in attempt limits.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl GitServerConfig {
@@ -173,10 +175,22 @@ impl GitServerConfig {
             DomainConfig::read(&mut env),
             StorageRoots::repos(&mut env),
             GitLimitsConfig::read(&mut env),
+            super::trusted_proxies(&mut env),
         );
-        let (telemetry, http, ssh, database, redis, nats, domain, repos_root, git_limits) =
+        let (telemetry, http, ssh, database, redis, nats, domain, repos_root, git_limits, proxies) =
             env.finish(read)?;
-        Ok(Self { telemetry, http, ssh, database, redis, nats, domain, repos_root, git_limits })
+        Ok(Self {
+            telemetry,
+            http,
+            ssh,
+            database,
+            redis,
+            nats,
+            domain,
+            repos_root,
+            git_limits,
+            trusted_proxies: proxies,
+        })
     }
 }
 
