@@ -33,6 +33,7 @@ struct App {
     queue: Queue,
     bodies: std::sync::Mutex<Vec<String>>,
     client: std::sync::Mutex<std::net::SocketAddr>,
+    namespace: String,
 }
 
 impl App {
@@ -62,7 +63,7 @@ impl App {
         let options = QueueOptions { namespace: namespace.clone(), ..QueueOptions::default() };
         let queue = Queue::redis(&redis, options, &Metrics::new("test"))?;
         let accounts = Accounts::new(database, Redis::connect(&redis)?, queue.clone(), &session)?
-            .with_namespace(namespace);
+            .with_namespace(namespace.clone());
         let client = std::sync::Mutex::new("127.0.0.1:40000".parse()?);
         Ok(Self {
             router: router(accounts.clone()),
@@ -70,6 +71,7 @@ impl App {
             queue,
             bodies: std::sync::Mutex::default(),
             client,
+            namespace,
         })
     }
 
@@ -88,6 +90,16 @@ impl App {
             .body(Body::from(body.to_string()))
             .expect("valid request");
         self.router.clone().oneshot(request).await.expect("infallible").status()
+    }
+
+    /// Removes the index of `user_id`'s sessions, as its expiry does while a session kept alive
+    /// by use lives on.
+    async fn forget_session_index(&self, user_id: i64) -> anyhow::Result<()> {
+        let client = redis::Client::open(service_env("PLATFORM_TEST_REDIS_URL"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let key = format!("{}:user-sessions:{user_id}", self.namespace);
+        redis::cmd("DEL").arg(key).query_async::<()>(&mut conn).await?;
+        Ok(())
     }
 
     /// Makes the following requests come from `address`.
@@ -484,8 +496,9 @@ async fn a_mailed_reset_token_sets_a_new_password_once_and_ends_every_session() 
 {
     let app = App::new(false).await?;
     app.register("dijkstra", "dijkstra@example.com", PASSWORD).await;
-    let cookie =
-        cookie_pair(&app.login("dijkstra", PASSWORD, None).await.set_cookie.expect("cookie"));
+    let signed_in = app.login("dijkstra", PASSWORD, None).await;
+    let cookie = cookie_pair(signed_in.set_cookie.as_deref().expect("cookie"));
+    app.forget_session_index(signed_in.body["user"]["id"].as_i64().expect("id")).await?;
 
     let unknown = app
         .call(
@@ -505,13 +518,20 @@ async fn a_mailed_reset_token_sets_a_new_password_once_and_ends_every_session() 
         )
         .await;
     assert_eq!(known.status, StatusCode::ACCEPTED);
-    let mails = app.mails(2).await?;
-    assert_eq!(mails.len(), 2, "the verification mail and one reset mail: {mails:?}");
-    let reset = mails
-        .iter()
-        .find(|m| matches!(m, AccountMail::ResetPassword { .. }))
-        .expect("a reset mail");
-    let token = token_of(reset);
+    let again = app
+        .call(
+            "POST",
+            "/api/auth/password-reset",
+            Some(serde_json::json!({"email": "dijkstra@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    let mails = app.mails(3).await?;
+    assert_eq!(mails.len(), 3, "the verification mail and two reset mails: {mails:?}");
+    let resets: Vec<&AccountMail> =
+        mails.iter().filter(|m| matches!(m, AccountMail::ResetPassword { .. })).collect();
+    let (earlier, token) = (token_of(resets[0]).to_owned(), token_of(resets[1]));
 
     let confirm = |password: &str| serde_json::json!({"token": token, "password": password});
     let weak =
@@ -537,6 +557,17 @@ async fn a_mailed_reset_token_sets_a_new_password_once_and_ends_every_session() 
         .await;
     assert_error(&reused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("token"));
 
+    // Used, it also ends every other reset mail of the account, older ones included.
+    let older = app
+        .call(
+            "POST",
+            "/api/auth/password-reset/confirm",
+            Some(serde_json::json!({"token": earlier, "password": "yet another passphrase"})),
+            None,
+        )
+        .await;
+    assert_error(&older, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("token"));
+
     assert_eq!(
         app.call("GET", "/api/user", None, Some(&cookie)).await.status,
         StatusCode::UNAUTHORIZED,
@@ -545,6 +576,60 @@ async fn a_mailed_reset_token_sets_a_new_password_once_and_ends_every_session() 
     assert_eq!(app.login("dijkstra", PASSWORD, None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(app.login("dijkstra", new_password, None).await.status, StatusCode::OK);
     app.assert_no_hash_ever_left();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_mails_are_throttled_per_account_and_per_address() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    app.register("noether", "noether@example.com", PASSWORD).await;
+    let reset = || {
+        app.call(
+            "POST",
+            "/api/auth/password-reset",
+            Some(serde_json::json!({"email": "noether@example.com"})),
+            None,
+        )
+    };
+    app.use_client_address("127.0.0.30:40000");
+    for n in 0..6 {
+        assert_eq!(reset().await.status, StatusCode::ACCEPTED, "request {n}");
+    }
+    // From elsewhere too: the account's limit holds.
+    app.use_client_address("127.0.0.31:40000");
+    assert_eq!(reset().await.status, StatusCode::ACCEPTED);
+    let mails = app.mails(4).await?;
+    let resets = mails.iter().filter(|m| matches!(m, AccountMail::ResetPassword { .. })).count();
+    assert_eq!(resets, 3, "{mails:?}");
+    // One address asking for many accounts (or for addresses that have none) is held too.
+    app.use_client_address("127.0.0.32:40000");
+    for n in 0..10 {
+        let email = format!("user{n}@example.com");
+        app.register(&format!("user{n}"), &email, PASSWORD).await;
+        let answer = app
+            .call(
+                "POST",
+                "/api/auth/password-reset",
+                Some(serde_json::json!({"email": email})),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+    }
+    app.register("late", "late@example.com", PASSWORD).await;
+    let answer = app
+        .call(
+            "POST",
+            "/api/auth/password-reset",
+            Some(serde_json::json!({"email": "late@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    // Eleven verification mails and ten reset mails; the eleventh request sent nothing.
+    let mails = app.mails(21).await?;
+    let resets = mails.iter().filter(|m| matches!(m, AccountMail::ResetPassword { .. })).count();
+    assert_eq!(resets, 10, "{mails:?}");
     Ok(())
 }
 
@@ -558,6 +643,8 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() ->
     let csrf = first.body["csrf_token"].as_str().expect("token").to_owned();
     let other_device =
         cookie_pair(&app.login("hamilton", PASSWORD, None).await.set_cookie.expect("cookie"));
+    // However old a session, and whatever became of the index of the user's sessions, it ends.
+    app.forget_session_index(first.body["user"]["id"].as_i64().expect("id")).await?;
 
     let change = |current: &str, new: &str| serde_json::json!({"current_password": current, "new_password": new});
     let without_token = app

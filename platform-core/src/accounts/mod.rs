@@ -252,6 +252,15 @@ impl Accounts {
             .await
             .map_err(ApiError::internal)?
             .ok_or(ApiError::Unauthenticated)?;
+        drop(conn);
+        let current = sessions::credential_of(&user.password_hash);
+        if !bool::from(current.as_bytes().ct_eq(session.credential.as_bytes())) {
+            // Signed in with a password that has changed since.
+            sessions::delete(&self.redis, &self.namespace, &session.id)
+                .await
+                .map_err(ApiError::internal)?;
+            return Err(ApiError::Unauthenticated);
+        }
         Ok((user, session))
     }
 
@@ -592,9 +601,10 @@ async fn login(
             .await
             .map_err(ApiError::internal)?;
     }
-    let session = sessions::create(&accounts.redis, &accounts.namespace, record.id)
-        .await
-        .map_err(ApiError::internal)?;
+    let session =
+        sessions::create(&accounts.redis, &accounts.namespace, record.id, &record.password_hash)
+            .await
+            .map_err(ApiError::internal)?;
     tracing::info!(user = record.id, "signed in");
     let jar = jar.add(accounts.session_cookie(session.id));
     Ok((
@@ -742,15 +752,34 @@ pub struct PasswordResetRequest {
         (status = 400, description = "Malformed request body", body = ErrorBody)
     )
 )]
-/// Answers 202 whether or not the address has an account, so the answer reveals none.
+/// Answers 202 whether or not the address has an account, so the answer reveals none; at most
+/// three mails per account and ten requests per client address go out in an hour.
 async fn request_password_reset(
     State(accounts): State<Accounts>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<PasswordResetRequest>,
 ) -> Result<StatusCode, ApiError> {
     let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
-    if let Some(user) =
-        users::find_by_email(&mut conn, &request.email).await.map_err(ApiError::internal)?
+    let user = users::find_by_email(&mut conn, &request.email).await.map_err(ApiError::internal)?;
+    let client = accounts.client_address(peer.ip(), &headers);
+    let namespace = &accounts.namespace;
+    let address_key = format!("{namespace}:ratelimit:mail:address:{client}");
+    let account_key =
+        user.as_ref().map(|u| format!("{namespace}:ratelimit:reset:account:{}", u.id));
+    let mut limits = vec![(address_key.as_str(), rate_limit::MAILS_PER_ADDRESS)];
+    if let Some(key) = &account_key {
+        limits.push((key.as_str(), rate_limit::RESETS_PER_ACCOUNT));
+    }
+    if rate_limit::count_attempt(&accounts.redis, &limits)
+        .await
+        .map_err(ApiError::internal)?
+        .is_some()
     {
+        tracing::warn!(%client, user = user.as_ref().map(|u| u.id), "password reset mail throttled");
+        return Ok(StatusCode::ACCEPTED);
+    }
+    if let Some(user) = user {
         let token = tokens::issue(&mut conn, user.id, tokens::Purpose::ResetPassword)
             .await
             .map_err(ApiError::internal)?;
@@ -812,10 +841,11 @@ async fn confirm_password_reset(
         return Err(invalid_token());
     }
     users::set_password_hash(&mut conn, user.id, &hash).await.map_err(ApiError::internal)?;
+    tokens::revoke_all(&mut conn, user.id, purpose).await.map_err(ApiError::internal)?;
     sessions::delete_all(&accounts.redis, &accounts.namespace, user.id)
         .await
         .map_err(ApiError::internal)?;
-    tracing::info!(user = user.id, "password reset; every session ended");
+    tracing::info!(user = user.id, "password reset; every session and reset mail ended");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -862,10 +892,13 @@ async fn change_password(
     let hash = Accounts::hash_password(request.new_password).await?;
     let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
     users::set_password_hash(&mut conn, user.id, &hash).await.map_err(ApiError::internal)?;
+    tokens::revoke_all(&mut conn, user.id, tokens::Purpose::ResetPassword)
+        .await
+        .map_err(ApiError::internal)?;
     sessions::delete_all(&accounts.redis, &accounts.namespace, user.id)
         .await
         .map_err(ApiError::internal)?;
-    tracing::info!(user = user.id, "password changed; every session ended");
+    tracing::info!(user = user.id, "password changed; every session and reset mail ended");
     let jar = jar.remove(Cookie::build(sessions::COOKIE_NAME).path("/"));
     Ok((jar, StatusCode::NO_CONTENT))
 }

@@ -18,6 +18,11 @@ pub const PER_ACCOUNT: Limit = Limit { max: 5, window: Duration::from_secs(15 * 
 /// Failed logins allowed per client address: 30 per 15 minutes.
 pub const PER_ADDRESS: Limit = Limit { max: 30, window: Duration::from_secs(15 * 60) };
 
+/// Password-reset mails per account: 3 per hour.
+pub const RESETS_PER_ACCOUNT: Limit = Limit { max: 3, window: Duration::from_secs(3600) };
+/// Password-reset and registration requests per client address: 10 per hour.
+pub const MAILS_PER_ADDRESS: Limit = Limit { max: 10, window: Duration::from_secs(3600) };
+
 /// Returns how long to wait when `key` has used up `limit`, or `None` when attempts may go on.
 ///
 /// # Errors

@@ -43,22 +43,50 @@ pub struct Session {
     pub user_id: i64,
     /// The anti-CSRF token, sent back in the `X-CSRF-Token` header.
     pub csrf_token: String,
+    /// Which password the user signed in with (see [`credential_of`]).
+    pub credential: String,
 }
 
-/// Creates a session for `user_id`, with a fresh id and CSRF token.
+/// What a session records of the password it was signed in with: a digest of the password's
+/// stored hash, so a new password (always a new hash) leaves older sessions behind.
+pub fn credential_of(password_hash: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(password_hash.as_bytes());
+    URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// Creates a session for `user_id`, signed in with the password whose stored hash is
+/// `password_hash`, with a fresh id and CSRF token.
 ///
 /// # Errors
 ///
 /// Fails when Redis does.
-pub async fn create(redis: &Redis, namespace: &str, user_id: i64) -> Result<Session, RedisError> {
-    let session = Session { id: random_token(), user_id, csrf_token: random_token() };
+pub async fn create(
+    redis: &Redis,
+    namespace: &str,
+    user_id: i64,
+    password_hash: &str,
+) -> Result<Session, RedisError> {
+    let session = Session {
+        id: random_token(),
+        user_id,
+        csrf_token: random_token(),
+        credential: credential_of(password_hash),
+    };
     let ttl = SESSION_TTL.as_secs();
     let key = session_key(namespace, &session.id);
     let id = &session.id;
     let mut conn = redis.get().await?;
     redis::pipe()
         .atomic()
-        .hset_multiple(&key, &[("user", user_id.to_string()), ("csrf", session.csrf_token.clone())])
+        .hset_multiple(
+            &key,
+            &[
+                ("user", user_id.to_string()),
+                ("csrf", session.csrf_token.clone()),
+                ("credential", session.credential.clone()),
+            ],
+        )
         .ignore()
         .expire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
         .ignore()
@@ -91,6 +119,8 @@ pub async fn find(redis: &Redis, namespace: &str, id: &str) -> Result<Option<Ses
         id: id.to_owned(),
         user_id,
         csrf_token: csrf.clone(),
+        // A session from before credentials were recorded matches no password: signed out.
+        credential: fields.get("credential").cloned().unwrap_or_default(),
     }))
 }
 

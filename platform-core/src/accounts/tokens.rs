@@ -123,3 +123,24 @@ pub async fn redeem(
     .optional()?;
     Ok(redeemed.map(|r| r.user_id))
 }
+
+/// Ends every unused token of `purpose` for `user_id`: once one reset token has set a password,
+/// or the password changed otherwise, older reset mails must not work any more.
+///
+/// # Errors
+///
+/// Fails when the query does.
+pub async fn revoke_all(
+    conn: &mut AsyncPgConnection,
+    user_id: i64,
+    purpose: Purpose,
+) -> Result<usize, diesel::result::Error> {
+    diesel::sql_query(
+        "UPDATE account_tokens SET used_at = now() \
+         WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
+    )
+    .bind::<BigInt, _>(user_id)
+    .bind::<Text, _>(purpose.as_str())
+    .execute(conn)
+    .await
+}
