@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use platform_core::accounts::attempts::Verdict;
 use platform_core::accounts::{
-    AccountMail, Accounts, MAIL_STREAM, Scope, UserRecord, access_tokens, router,
+    AccountMail, Accounts, MAIL_STREAM, Scope, UserRecord, access_tokens, router, users,
 };
 use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
 use platform_core::db::{CORE_MIGRATIONS, Database};
@@ -247,9 +247,10 @@ fn assert_error(answer: &Answer, status: StatusCode, code: &str, field: Option<&
 async fn registration_enforces_names_addresses_and_the_password_policy() -> anyhow::Result<()> {
     let app = App::new(false).await?;
     let created = app.register("Ada", "ada@example.com", PASSWORD).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.text);
     assert_eq!(created.body["username"], "Ada");
-    assert_eq!(created.body["email_verified"], false);
+    let signed_in = app.login("ada", PASSWORD, None).await;
+    assert_eq!(signed_in.body["user"]["email_verified"], false);
 
     assert_error(
         &app.register("ada", "other@example.com", PASSWORD).await,
@@ -257,11 +258,20 @@ async fn registration_enforces_names_addresses_and_the_password_policy() -> anyh
         "conflict",
         Some("username"),
     );
-    assert_error(
-        &app.register("grace", "ADA@example.com", PASSWORD).await,
-        StatusCode::CONFLICT,
-        "conflict",
-        Some("email"),
+    // A taken address is answered like a free one (nothing to enumerate or squat), no account
+    // is made, and its owner is told instead.
+    let taken = app.register("grace", "ADA@example.com", PASSWORD).await;
+    assert_eq!(taken.status, StatusCode::ACCEPTED, "{}", taken.text);
+    assert_eq!(
+        serde_json::json!({"username": taken.body["username"], "email": taken.body["email"], "message": taken.body["message"]}),
+        serde_json::json!({"username": "grace", "email": "ADA@example.com", "message": created.body["message"]}),
+    );
+    assert_eq!(app.login("grace", PASSWORD, None).await.status, StatusCode::UNAUTHORIZED);
+    let mails = app.mails(2).await?;
+    assert!(matches!(&mails[0], AccountMail::VerifyEmail { to, .. } if to == "ada@example.com"));
+    assert!(
+        matches!(&mails[1], AccountMail::AccountExists { to, username, .. } if to == "ada@example.com" && username == "Ada"),
+        "{mails:?}"
     );
     assert_error(
         &app.register("../etc", "x@example.com", PASSWORD).await,
@@ -459,6 +469,7 @@ async fn a_rate_limited_answer_says_when_to_retry() -> anyhow::Result<()> {
 fn token_of(mail: &AccountMail) -> &str {
     match mail {
         AccountMail::VerifyEmail { token, .. } | AccountMail::ResetPassword { token, .. } => token,
+        AccountMail::AccountExists { .. } => panic!("{mail:?} carries no token"),
     }
 }
 
@@ -696,9 +707,12 @@ async fn changing_the_password_needs_the_current_one_and_ends_every_session() ->
     Ok(())
 }
 
-/// Registers `username` and signs in; returns (cookie, CSRF token).
+/// Registers `username`, verifies the address and signs in; returns (cookie, CSRF token).
 async fn signed_in(app: &App, username: &str) -> (String, String) {
     app.register(username, &format!("{username}@example.com"), PASSWORD).await;
+    let mut conn = app.accounts.database().get().await.expect("a connection");
+    let user = users::find_by_username(&mut conn, username).await.expect("found").expect("exists");
+    users::mark_email_verified(&mut conn, user.id).await.expect("verified");
     let answer = app.login(username, PASSWORD, None).await;
     let cookie = cookie_pair(answer.set_cookie.as_deref().expect("cookie"));
     (cookie, answer.body["csrf_token"].as_str().expect("token").to_owned())
@@ -943,6 +957,35 @@ async fn git_credentials_are_a_password_or_the_users_own_token() -> anyhow::Resu
     assert!(matches!(wrong, Verdict::Invalid));
     let nobody = app.accounts.authenticate_basic("nobody", PASSWORD, client).await?;
     assert!(matches!(nobody, Verdict::Invalid));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unverified_account_can_sign_in_but_not_make_tokens_or_keys() -> anyhow::Result<()> {
+    let app = App::new(false).await?;
+    app.register("newcomer", "newcomer@example.com", PASSWORD).await;
+    let answer = app.login("newcomer", PASSWORD, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let cookie = cookie_pair(answer.set_cookie.as_deref().expect("cookie"));
+    let csrf = answer.body["csrf_token"].as_str().expect("token").to_owned();
+    assert_eq!(app.call("GET", "/api/user", None, Some(&cookie)).await.status, StatusCode::OK);
+    let token = serde_json::json!({"name": "ci", "scopes": ["repo:read"]});
+    let refused = app
+        .call_with("POST", "/api/user/tokens", Some(token.clone()), Some(&cookie), Some(&csrf))
+        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "forbidden", None);
+    assert!(refused.text.contains("verify your email address first"), "{}", refused.text);
+    let key = serde_json::json!({"name": "laptop", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"});
+    let refused =
+        app.call_with("POST", "/api/user/keys", Some(key), Some(&cookie), Some(&csrf)).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "forbidden", None);
+    // Once the address is verified, both work.
+    let mut conn = app.accounts.database().get().await?;
+    let user = users::find_by_username(&mut conn, "newcomer").await?.expect("exists");
+    users::mark_email_verified(&mut conn, user.id).await?;
+    let created =
+        app.call_with("POST", "/api/user/tokens", Some(token), Some(&cookie), Some(&csrf)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     Ok(())
 }
 

@@ -407,6 +407,7 @@ async fn create_repository(
     ApiJson(request): ApiJson<CreateRepository>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
+    caller.require_verified()?;
     check_name(&request.name, "name")?;
     check_description(&request.description)?;
     let default_branch = request.default_branch.as_deref().unwrap_or("main");
@@ -418,6 +419,7 @@ async fn create_repository(
         description: &request.description,
         is_private: request.private,
         default_branch,
+        forked_from: None,
     };
     let store = &api.store;
     // The record commits only once the repository is on disk, so a failure leaves neither.
@@ -589,6 +591,9 @@ async fn update_repository(
     if let Some(branch) = &request.default_branch {
         check_branch(branch).await?;
     }
+    if request.private == Some(false) && repo.private_lineage {
+        return Err(ApiError::invalid("private", "a fork of a private repository stays private"));
+    }
     let changes = RepoChanges {
         name: None,
         description: request.description.as_deref(),
@@ -690,6 +695,7 @@ async fn fork_repository(
     ApiJson(request): ApiJson<ForkRepository>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = api.accounts.authorize_write(&jar, &headers, Scope::RepoWrite).await?;
+    caller.require_verified()?;
     let mut conn = api.connection().await?;
     let (source, _) = repository_for(&mut conn, &path, Some(viewer(&caller)), Access::Read).await?;
     let name = request.name.unwrap_or_else(|| source.name.clone());
@@ -700,6 +706,7 @@ async fn fork_repository(
         description: &source.description,
         is_private: source.is_private,
         default_branch: &source.default_branch,
+        forked_from: Some(&source),
     };
     let store = &api.store;
     let fork = conn
@@ -738,6 +745,17 @@ async fn delete_repository(
     let caller = api.accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
     let mut conn = api.connection().await?;
     let (repo, _) = repository_for(&mut conn, &path, Some(viewer(&caller)), Access::Owner).await?;
+    delete_with_disk(&api, &mut conn, &repo).await?;
+    tracing::info!(repository = repo.id, user = caller.user.id, "repository deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes `repo`'s record and its directory, in one transaction.
+async fn delete_with_disk(
+    api: &RepoApi,
+    conn: &mut AsyncPgConnection,
+    repo: &RepoRecord,
+) -> Result<(), ApiError> {
     let store = &api.store;
     conn.transaction::<_, Failure, _>(async |conn| {
         records::delete(conn, repo.id).await.map_err(record_error)?;
@@ -752,9 +770,7 @@ async fn delete_repository(
         }
     })
     .await
-    .map_err(|Failure(error)| error)?;
-    tracing::info!(repository = repo.id, user = caller.user.id, "repository deleted");
-    Ok(StatusCode::NO_CONTENT)
+    .map_err(|Failure(error)| error)
 }
 
 #[utoipa::path(
@@ -874,12 +890,33 @@ async fn remove_collaborator(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(not_found)?;
-    if permissions::remove_collaborator(&mut conn, repo.id, user.id).await.map_err(record_error)? {
-        tracing::info!(repository = repo.id, collaborator = user.id, "collaborator removed");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found())
+    if !permissions::remove_collaborator(&mut conn, repo.id, user.id).await.map_err(record_error)? {
+        return Err(not_found());
     }
+    tracing::info!(repository = repo.id, collaborator = user.id, "collaborator removed");
+    // Their forks of it carry its private history: gone with their access, as on GitHub. (A
+    // collaborator who can still see it, a public one, keeps them.)
+    let still_readable = permissions::access_for(
+        &mut conn,
+        &repo,
+        Some(records::Viewer { user_id: user.id, is_admin: user.is_admin }),
+    )
+    .await
+    .map_err(record_error)?
+    .is_some();
+    if !still_readable {
+        for fork in
+            records::private_forks(&mut conn, repo.id, user.id).await.map_err(record_error)?
+        {
+            delete_with_disk(&api, &mut conn, &fork).await?;
+            tracing::info!(
+                repository = fork.id,
+                source = repo.id,
+                "private fork deleted with its owner's access"
+            );
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(

@@ -59,12 +59,19 @@ pub struct RepoRecord {
     /// When it was last pushed to.
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub pushed_at: Option<DateTime<Utc>>,
+    /// The repository it was forked from, while that exists.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub forked_from: Option<i64>,
+    /// Whether it is a fork of private history (of a repository that was private when forked,
+    /// or a fork of such a fork): it cannot be made public.
+    #[diesel(sql_type = Bool)]
+    pub private_lineage: bool,
 }
 
 /// The columns of [`RepoRecord`], for `r` joined with its owner `u`.
 const COLUMNS: &str = "r.id, r.owner_id, u.username AS owner, r.name, r.description, \
                        r.is_private, r.default_branch, r.created_at, r.updated_at, \
-                       r.size_bytes, r.pushed_at";
+                       r.size_bytes, r.pushed_at, r.forked_from, r.private_lineage";
 
 fn taken(name: &str) -> impl FnOnce(DieselError) -> RecordError {
     let name = name.to_owned();
@@ -89,6 +96,8 @@ pub struct NewRepo<'a> {
     pub is_private: bool,
     /// The branch `HEAD` names.
     pub default_branch: &'a str,
+    /// The repository it is a fork of, if any.
+    pub forked_from: Option<&'a RepoRecord>,
 }
 
 /// Inserts a record.
@@ -101,15 +110,20 @@ pub async fn insert(
     repo: NewRepo<'_>,
 ) -> Result<RepoRecord, RecordError> {
     diesel::sql_query(format!(
-        "WITH r AS (INSERT INTO repositories (owner_id, name, description, is_private, default_branch) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING *) \
+        "WITH r AS (INSERT INTO repositories \
+         (owner_id, name, description, is_private, default_branch, forked_from, private_lineage) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *) \
          SELECT {COLUMNS} FROM r JOIN users u ON u.id = r.owner_id"
     ))
     .bind::<BigInt, _>(repo.owner_id)
     .bind::<Text, _>(repo.name)
     .bind::<Text, _>(repo.description)
-    .bind::<Bool, _>(repo.is_private)
+    .bind::<Bool, _>(repo.is_private || repo.forked_from.is_some_and(|f| f.private_lineage))
     .bind::<Text, _>(repo.default_branch)
+    .bind::<Nullable<BigInt>, _>(repo.forked_from.map(|source| source.id))
+    .bind::<Bool, _>(
+        repo.forked_from.is_some_and(|source| source.is_private || source.private_lineage),
+    )
     .get_result(conn)
     .await
     .map_err(taken(repo.name))
@@ -190,6 +204,27 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> Result<(), RecordE
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Returns the forks of private history that `owner_id` made of `source_id`: what must go
+/// when they lose access to it.
+///
+/// # Errors
+///
+/// Fails when the query fails.
+pub async fn private_forks(
+    conn: &mut AsyncPgConnection,
+    source_id: i64,
+    owner_id: i64,
+) -> Result<Vec<RepoRecord>, RecordError> {
+    Ok(diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM repositories r JOIN users u ON u.id = r.owner_id \
+         WHERE r.forked_from = $1 AND r.owner_id = $2 AND r.private_lineage"
+    ))
+    .bind::<BigInt, _>(source_id)
+    .bind::<BigInt, _>(owner_id)
+    .load(conn)
+    .await?)
 }
 
 /// Which repositories a listing covers.

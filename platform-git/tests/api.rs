@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use platform_core::accounts::{Scope, access_tokens, password};
+use platform_core::accounts::{Scope, access_tokens, password, users};
 use platform_core::db::Database;
 use platform_git::api::RepoApi;
 use platform_git::store::RepoStore;
@@ -841,5 +841,96 @@ async fn the_openapi_document_describes_every_route() -> anyhow::Result<()> {
         assert!(schemas.get(schema).is_some(), "schema {schema} missing");
     }
     assert!(document["components"]["securitySchemes"]["token"].is_object());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forks_of_private_repositories_stay_private_and_go_with_access() -> anyhow::Result<()> {
+    let app = App::new().await?;
+    let ada = app.member("ada").await?;
+    let grace = app.member("grace").await?;
+    let linus = app.member("linus").await?;
+    assert_eq!(app.create_repo(&ada, "secret", true).await.status, StatusCode::CREATED);
+    assert_eq!(app.create_repo(&ada, "open", false).await.status, StatusCode::CREATED);
+    for (repo, who) in [("secret", "grace"), ("open", "grace")] {
+        let path = format!("/api/repos/ada/{repo}/collaborators/{who}");
+        let added = app.call("PUT", &path, Some(json!({"role": "read"})), Some(&ada.token)).await;
+        assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    }
+    let fork =
+        app.call("POST", "/api/repos/ada/secret/forks", Some(json!({})), Some(&grace.token)).await;
+    assert_eq!(fork.status, StatusCode::CREATED, "{}", fork.text);
+    assert_eq!(fork.body["private"], true);
+    // A fork of private history cannot be made public, nor can a fork of that fork.
+    let public = app
+        .call(
+            "PATCH",
+            "/api/repos/grace/secret",
+            Some(json!({"private": false})),
+            Some(&grace.token),
+        )
+        .await;
+    assert_eq!(public.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", public.text);
+    assert_eq!(public.body["error"]["field"], "private");
+    let path = "/api/repos/grace/secret/collaborators/linus";
+    app.call("PUT", path, Some(json!({"role": "read"})), Some(&grace.token)).await;
+    let again = app
+        .call(
+            "POST",
+            "/api/repos/grace/secret/forks",
+            Some(json!({"name": "copy"})),
+            Some(&linus.token),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    let public = app
+        .call("PATCH", "/api/repos/linus/copy", Some(json!({"private": false})), Some(&linus.token))
+        .await;
+    assert_eq!(public.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", public.text);
+    assert_eq!(
+        app.call("GET", "/api/repos/grace/secret", None, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let open_fork =
+        app.call("POST", "/api/repos/ada/open/forks", Some(json!({})), Some(&grace.token)).await;
+    assert_eq!(open_fork.status, StatusCode::CREATED);
+
+    // Removed from the private repository, grace loses her fork of it, on disk too; her fork
+    // of the public one stays.
+    for repo in ["secret", "open"] {
+        let path = format!("/api/repos/ada/{repo}/collaborators/grace");
+        assert_eq!(
+            app.call("DELETE", &path, None, Some(&ada.token)).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let gone = app.call("GET", "/api/repos/grace/secret", None, Some(&grace.token)).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(!app.disk_path("grace", "secret").exists(), "the fork is still on disk");
+    assert_eq!(app.call("GET", "/api/repos/grace/open", None, None).await.status, StatusCode::OK);
+    assert!(app.disk_path("grace", "open").exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unverified_account_cannot_create_or_fork_repositories() -> anyhow::Result<()> {
+    let app = App::new().await?;
+    let ada = app.member("ada").await?;
+    assert_eq!(app.create_repo(&ada, "engine", false).await.status, StatusCode::CREATED);
+    let mut conn = app.database.get().await?;
+    let user =
+        users::create(&mut conn, "newcomer", "newcomer@example.com", &app.password_hash).await?;
+    let (token, _) = access_tokens::create(&mut conn, user.id, "t", &[Scope::Admin], None).await?;
+    drop(conn);
+    let created = app.call("POST", "/api/repos", Some(json!({"name": "mine"})), Some(&token)).await;
+    assert_eq!(created.status, StatusCode::FORBIDDEN, "{}", created.text);
+    assert!(created.text.contains("verify your email address first"), "{}", created.text);
+    let forked =
+        app.call("POST", "/api/repos/ada/engine/forks", Some(json!({})), Some(&token)).await;
+    assert_eq!(forked.status, StatusCode::FORBIDDEN, "{}", forked.text);
+    assert!(
+        !app.disk_path("newcomer", "mine").exists()
+            && !app.disk_path("newcomer", "engine").exists()
+    );
     Ok(())
 }

@@ -126,6 +126,20 @@ impl Composer {
                     render("reset_password.html", &ResetPasswordHtml(&context))?,
                 )
             }
+            MailJob::AccountExists { username, to, .. } => {
+                let context = TokenMail {
+                    site,
+                    username,
+                    email: to,
+                    link: self.link(&["reset-password"]),
+                    valid_for: String::new(),
+                };
+                (
+                    format!("You already have a {} account", self.site_name),
+                    render("account_exists.txt", &AccountExistsText(&context))?,
+                    render("account_exists.html", &AccountExistsHtml(&context))?,
+                )
+            }
             MailJob::PushNotification(push) => {
                 let context = self.push_context(site, push);
                 (
@@ -375,6 +389,8 @@ views! {
     VerifyEmailHtml(TokenMail) = "verify_email.html";
     ResetPasswordText(TokenMail) = "reset_password.txt";
     ResetPasswordHtml(TokenMail) = "reset_password.html";
+    AccountExistsText(TokenMail) = "account_exists.txt";
+    AccountExistsHtml(TokenMail) = "account_exists.html";
     PushText(PushMail) = "push_notification.txt";
     PushHtml(PushMail) = "push_notification.html";
 }

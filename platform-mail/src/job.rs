@@ -9,7 +9,7 @@ pub const MAIL_STREAM: &str = platform_core::accounts::MAIL_STREAM;
 /// One mail to send, as published to [`MAIL_STREAM`].
 ///
 /// The wire form is a JSON object tagged by `kind`; the accounts' [`AccountMail`] has the same
-/// form for its two kinds, so either type can be published and this one reads both.
+/// form for its kinds, so either type can be published and this one reads both.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MailJob {
@@ -35,6 +35,15 @@ pub enum MailJob {
         /// The token.
         token: String,
     },
+    /// "You already have an account": someone registered with this address.
+    AccountExists {
+        /// The user the address belongs to.
+        user_id: i64,
+        /// Their name.
+        username: String,
+        /// Their address.
+        to: String,
+    },
     /// "Someone pushed to a repository you watch".
     PushNotification(PushNotification),
 }
@@ -43,17 +52,20 @@ impl MailJob {
     /// Returns the recipient's address.
     pub fn recipient(&self) -> &str {
         match self {
-            Self::VerifyEmail { to, .. } | Self::ResetPassword { to, .. } => to,
+            Self::VerifyEmail { to, .. }
+            | Self::ResetPassword { to, .. }
+            | Self::AccountExists { to, .. } => to,
             Self::PushNotification(push) => &push.to,
         }
     }
 
     /// Returns the kind as it appears on the wire and in metrics: `verify_email`,
-    /// `reset_password` or `push_notification`.
+    /// `reset_password`, `account_exists` or `push_notification`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::VerifyEmail { .. } => "verify_email",
             Self::ResetPassword { .. } => "reset_password",
+            Self::AccountExists { .. } => "account_exists",
             Self::PushNotification(_) => "push_notification",
         }
     }
@@ -67,6 +79,9 @@ impl From<AccountMail> for MailJob {
             }
             AccountMail::ResetPassword { user_id, username, to, token } => {
                 Self::ResetPassword { user_id, username, to, token }
+            }
+            AccountMail::AccountExists { user_id, username, to } => {
+                Self::AccountExists { user_id, username, to }
             }
         }
     }

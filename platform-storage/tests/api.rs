@@ -55,6 +55,7 @@ impl Setup {
             .with_namespace(namespace);
         let mut conn = database.get().await?;
         let user = users::create(&mut conn, "ada", "ada@example.com", "not-a-real-hash").await?;
+        users::mark_email_verified(&mut conn, user.id).await?;
         let scopes = [Scope::Admin, Scope::RepoWrite];
         let (token, _) = access_tokens::create(&mut conn, user.id, "tests", &scopes, None).await?;
         drop(conn);

@@ -208,7 +208,7 @@ async fn accounts_are_served_over_http() -> anyhow::Result<()> {
         .json(&serde_json::json!({"username": "lin", "email": "lin@example.com", "password": "correct horse battery"}))
         .send()
         .await?;
-    assert_eq!(registered.status(), 201);
+    assert_eq!(registered.status(), 202);
     let signed_in = client
         .post(app.url("/api/auth/login"))
         .json(&serde_json::json!({"login": "lin", "password": "correct horse battery"}))

@@ -175,7 +175,7 @@ async fn registration_and_password_reset_work_end_to_end_through_mail() -> anyho
         serde_json::json!({"username": "ada", "email": "ada@example.com", "password": "correct horse battery"}),
     )
     .await?;
-    assert_eq!(registered.status(), 201, "{}", registered.text().await?);
+    assert_eq!(registered.status(), 202, "{}", registered.text().await?);
     wait_for_mail(&deployment.capture, 1, Duration::from_secs(30)).await?;
     let mail = deployment.capture.messages_to("ada@example.com")?.remove(0);
     assert!(mail.tls && mail.auth_login.is_some(), "STARTTLS and AUTH: {mail:?}");

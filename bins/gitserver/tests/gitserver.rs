@@ -58,12 +58,14 @@ async fn a_200_mib_push_streams_through_in_bounded_memory() -> anyhow::Result<()
         let mut conn = database.get().await?;
         let hash = password::hash("correct horse battery")?;
         let user = users::create(&mut conn, "ada", "ada@example.com", &hash).await?;
+        users::mark_email_verified(&mut conn, user.id).await?;
         let new = NewRepo {
             owner_id: user.id,
             name: "big",
             description: "",
             is_private: true,
             default_branch: "main",
+            forked_from: None,
         };
         records::insert(&mut conn, new).await?;
         RepoStore::new(&repos).create("ada", "big", "main").await?;

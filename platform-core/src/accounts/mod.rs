@@ -9,7 +9,7 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | `POST` | `/api/auth/register` | 201 and the user; 409 for a taken name or address; 422 for a broken rule |
+//! | `POST` | `/api/auth/register` | 202, whether or not the address had an account (its owner is mailed then); 409 for a taken name; 422 for a broken rule |
 //! | `POST` | `/api/auth/login` | 200, the user, the CSRF token and the session cookie; 401 for wrong credentials; 429 when limited |
 //! | `GET` | `/api/auth/session` | 200, the user and the CSRF token of the current session |
 //! | `POST` | `/api/auth/logout` | 204, the session ended and the cookie cleared (needs `X-CSRF-Token`) |
@@ -95,6 +95,26 @@ pub enum Credential {
 }
 
 impl Caller {
+    /// Refuses a caller whose address is not verified yet (403, saying so). An unverified
+    /// account may sign in, read what any signed-in user may, verify its address (or ask for the
+    /// mail again) and change its password; it may not create access tokens, add SSH keys, or
+    /// create or fork repositories, so an address nobody proved to own holds nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::Forbidden`] for an unverified address.
+    pub fn require_verified(&self) -> Result<(), ApiError> {
+        if self.user.email_verified_at.is_some() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                message: "verify your email address first: follow the link in the mail we sent \
+                          (POST /api/auth/verify-email/resend sends it again)"
+                    .to_owned(),
+            })
+        }
+    }
+
     /// Returns whether the credential allows `scope`: sessions allow everything their user may
     /// do; tokens only what their scopes grant.
     pub fn allows(&self, scope: Scope) -> bool {
@@ -134,6 +154,16 @@ pub enum AccountMail {
         to: String,
         /// The single-use token.
         token: String,
+    },
+    /// "You already have an account": someone registered with an address that belongs to an
+    /// account (the registration is answered as if it had worked, so it reveals nothing).
+    AccountExists {
+        /// The user the address belongs to.
+        user_id: i64,
+        /// Their name, to sign in with.
+        username: String,
+        /// Their address.
+        to: String,
     },
 }
 
@@ -507,20 +537,36 @@ pub struct RegisterRequest {
     pub password: String,
 }
 
+/// The answer to a registration: the same whether or not the address already had an account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Registration {
+    /// The user name asked for.
+    pub username: String,
+    /// The address the mail went to.
+    pub email: String,
+    /// What happens next.
+    pub message: String,
+}
+
 #[utoipa::path(
     post,
     path = "/api/auth/register",
     tag = "accounts",
     request_body = RegisterRequest,
     responses(
-        (status = 201, description = "Account created; a verification mail is queued", body = User),
+        (status = 202, description = "A mail is on its way: the verification of a new account, or, when the address already has one, a note to its owner", body = Registration),
         (status = 400, description = "Malformed request body", body = ErrorBody),
-        (status = 409, description = "Conflicts with existing state", body = ErrorBody),
+        (status = 409, description = "The user name is taken", body = ErrorBody),
         (status = 422, description = "A field breaks a rule", body = ErrorBody)
     )
 )]
+/// Registers an account. A taken user name is said (names are public); a taken address is not:
+/// the answer is the same as for a new account, and the address's owner is mailed instead, as a
+/// password reset does.
 async fn register(
     State(accounts): State<Accounts>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     validation::check_username(&request.username).map_err(|m| ApiError::invalid("username", m))?;
@@ -528,22 +574,70 @@ async fn register(
     password::check_policy(&request.password, &request.username)
         .map_err(|m| ApiError::invalid("password", m))?;
     let hash = Accounts::hash_password(request.password).await?;
+    let answer = Registration {
+        username: request.username.clone(),
+        email: request.email.clone(),
+        message: "check your mail to verify the address".to_owned(),
+    };
     let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
-    let record = users::create(&mut conn, &request.username, &request.email, &hash).await.map_err(
-        |error| match error {
-            users::UserError::Taken { field } => ApiError::Conflict {
+    let created = users::create(&mut conn, &request.username, &request.email, &hash).await;
+    let mail = match created {
+        Ok(record) => {
+            tracing::info!(user = record.id, username = %record.username, "account registered");
+            let token = tokens::issue(&mut conn, record.id, tokens::Purpose::VerifyEmail)
+                .await
+                .map_err(ApiError::internal)?;
+            AccountMail::VerifyEmail {
+                user_id: record.id,
+                username: record.username,
+                to: record.email,
+                token,
+            }
+        }
+        Err(users::UserError::Taken { field: "email" }) => {
+            let owner = users::find_by_email(&mut conn, &request.email)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::Internal("a taken address has no account".into()))?;
+            // The owner hears of it, at most as often as password resets are mailed.
+            let client = accounts.client_address(peer.ip(), &headers);
+            let namespace = &accounts.namespace;
+            let (address_key, account_key) = (
+                format!("{namespace}:ratelimit:mail:address:{client}"),
+                format!("{namespace}:ratelimit:reset:account:{}", owner.id),
+            );
+            let limits = [
+                (address_key.as_str(), rate_limit::MAILS_PER_ADDRESS),
+                (account_key.as_str(), rate_limit::RESETS_PER_ACCOUNT),
+            ];
+            if rate_limit::count_attempt(&accounts.redis, &limits)
+                .await
+                .map_err(ApiError::internal)?
+                .is_some()
+            {
+                tracing::warn!(%client, user = owner.id, "registration mail throttled");
+                return Ok((StatusCode::ACCEPTED, axum::Json(answer)));
+            }
+            tracing::info!(user = owner.id, "registration with a taken address");
+            AccountMail::AccountExists {
+                user_id: owner.id,
+                username: owner.username,
+                to: owner.email,
+            }
+        }
+        Err(users::UserError::Taken { field }) => {
+            return Err(ApiError::Conflict {
                 message: format!("{field} is already taken"),
                 field: Some(field),
-            },
-            other => ApiError::internal(other),
-        },
-    )?;
-    tracing::info!(user = record.id, username = %record.username, "account registered");
-    // The account exists either way; a lost mail can be asked for again.
-    if let Err(error) = accounts.send_verification(&mut conn, &record).await {
-        tracing::error!(user = record.id, error = %crate::service::error_chain(&error), "cannot queue the verification mail");
+            });
+        }
+        Err(other) => return Err(ApiError::internal(other)),
+    };
+    // The account exists either way; a lost verification mail can be asked for again.
+    if let Err(error) = accounts.queue.publish(MAIL_STREAM, &mail).await {
+        tracing::error!(error = %crate::service::error_chain(&error), "cannot queue the registration mail");
     }
-    Ok((StatusCode::CREATED, axum::Json(User::from(&record))))
+    Ok((StatusCode::ACCEPTED, axum::Json(answer)))
 }
 
 /// The body of `POST /api/auth/login`.
@@ -958,6 +1052,7 @@ async fn create_token(
     ApiJson(request): ApiJson<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
+    caller.require_verified()?;
     let name = label(&request.name)?;
     if request.scopes.is_empty() {
         return Err(ApiError::invalid(
@@ -1070,6 +1165,7 @@ async fn add_key(
     ApiJson(request): ApiJson<AddKey>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = accounts.authorize_write(&jar, &headers, Scope::Admin).await?;
+    caller.require_verified()?;
     let name = label(&request.name)?;
     let parsed = ssh_keys::parse(&request.key).map_err(|m| ApiError::invalid("key", m))?;
     let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;

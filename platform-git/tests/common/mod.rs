@@ -66,8 +66,8 @@ pub(crate) async fn backing(queue_redis_url: Option<String>) -> anyhow::Result<B
     Ok(Backing { database, accounts, queue })
 }
 
-/// Creates the user `name` (address `name@example.com`, password [`PASSWORD`] already hashed as
-/// `password_hash`) with a token of `scopes`; returns their id and the token.
+/// Creates the user `name` (address `name@example.com`, verified; password [`PASSWORD`] already
+/// hashed as `password_hash`) with a token of `scopes`; returns their id and the token.
 pub(crate) async fn user(
     database: &Database,
     name: &str,
@@ -77,6 +77,7 @@ pub(crate) async fn user(
     let mut conn = database.get().await?;
     let user =
         users::create(&mut conn, name, &format!("{name}@example.com"), password_hash).await?;
+    users::mark_email_verified(&mut conn, user.id).await?;
     let (token, _) = access_tokens::create(&mut conn, user.id, "tests", scopes, None).await?;
     Ok((user.id, token))
 }
