@@ -9,9 +9,13 @@
 //! use std::collections::HashMap;
 //! use platform_core::config::StaticServerConfig;
 //!
-//! let env = HashMap::from([("STATIC_ROOT".to_owned(), "/data".to_owned())]);
+//! let env = HashMap::from([
+//!     ("STATIC_ROOT".to_owned(), "/data".to_owned()),
+//!     ("APP_REPOS_ROOT".to_owned(), "/data/repos".to_owned()),
+//! ]);
 //! let config = StaticServerConfig::from_env_map(&env)?;
 //! assert_eq!(config.static_root, std::path::Path::new("/data"));
+//! assert_eq!(config.public_dirs, ["avatars", "files", "media"]);
 //! assert_eq!(config.http.addr.port(), 8081);
 //! # Ok::<(), platform_core::config::ConfigError>(())
 //! ```
@@ -22,7 +26,10 @@
 //! use std::collections::HashMap;
 //! use platform_core::config::StaticServerConfig;
 //!
-//! let env = HashMap::from([("STATIC_ROOT".to_owned(), "data".to_owned())]);
+//! let env = HashMap::from([
+//!     ("STATIC_ROOT".to_owned(), "data".to_owned()),
+//!     ("APP_REPOS_ROOT".to_owned(), "/data/repos".to_owned()),
+//! ]);
 //! let error = StaticServerConfig::from_env_map(&env).unwrap_err();
 //! assert_eq!(
 //!     error.to_string(),
