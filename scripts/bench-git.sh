@@ -5,7 +5,9 @@
 # the same cipher (chacha20-poly1305) and key.
 #
 # The repository is built from the Rust crate sources in cargo's registry (one commit per crate,
-# a few hundred commits and several hundred MB of source). Each operation runs BENCH_RUNS times
+# a few hundred commits and several hundred MB of source). A second one, made with fast-import,
+# has 3,000 commits on two branches and 333 annotated tags: pushing all of it to an empty
+# repository is the mirroring a forge's users do when they move a project. Each operation runs BENCH_RUNS times
 # (default 9) per server, alternating; the table shows medians, and the peak resident memory of
 # each server's own processes (gitserver; nginx and fcgiwrap), not of the git processes both
 # spawn.
@@ -62,7 +64,8 @@ for crate in "$registry"*/; do
   mkdir -p "$source_repo/crates"
   cp -r "$crate" "$source_repo/crates/$name"
   git -C "$source_repo" add --all crates >/dev/null
-  git -C "$source_repo" -c user.name=bench -c user.email=bench@example.com commit --quiet -m "add $name"
+  # No automatic gc while building: it would race the `git gc` below.
+  git -C "$source_repo" -c gc.auto=0 -c user.name=bench -c user.email=bench@example.com commit --quiet -m "add $name"
   count=$((count + 1))
 done
 git -C "$source_repo" gc --quiet
@@ -173,6 +176,49 @@ export GIT_SSH_COMMAND=$ssh_client
 sleep 0.5
 for url in "$ours" "$theirs" "$ours_ssh" "$theirs_ssh"; do git ls-remote "$url" >/dev/null; done
 
+# A history of 3,000 commits with an annotated tag on every ninth, and a second branch.
+tagged=$work/tagged.git
+git init --quiet --bare --initial-branch=main "$tagged"
+python3 - <<'PY' | git -C "$tagged" fast-import --quiet
+import sys
+out = sys.stdout.buffer
+def data(b):
+    out.write(b"data %d\n" % len(b) + b + b"\n")
+for n in range(1, 3001):
+    out.write(b"commit refs/heads/main\nmark :%d\ncommitter B <b@example.com> %d +0000\n" % (n, 1700000000 + n))
+    data(b"commit %d" % n)
+    if n > 1:
+        out.write(b"from :%d\n" % (n - 1))
+    out.write(b"M 644 inline src/dir%d/file%d.txt\n" % (n % 50, n))
+    data(b"line %d\n" % n * 20)
+    if n % 9 == 0:
+        out.write(b"tag v%d\nfrom :%d\ntagger B <b@example.com> %d +0000\n" % (n, n, 1700000000 + n))
+        data(b"release %d" % n)
+out.write(b"reset refs/heads/stable\nfrom :2000\n\n")
+PY
+tag_count=$(git -C "$tagged" tag | wc -l)
+ref_count=$(git -C "$tagged" for-each-ref | wc -l)
+push_token=plat_bench-push-token-$$
+psql "$db_url" -qc "INSERT INTO access_tokens (user_id, name, token_hash, scopes)
+  SELECT id, 'push', sha256('$push_token'::bytea), ARRAY['repo:write'] FROM users;" >/dev/null
+time_push() { # side, run: a new empty repository on that side, then every branch and tag at once
+  local side=$1 run=$2 url start end
+  if [ "$side" = ours ]; then
+    git init --quiet --bare --initial-branch=main "$repos/bench/push$run.git"
+    psql "$db_url" -qc "INSERT INTO repositories (owner_id, name, default_branch)
+      SELECT id, 'push$run', 'main' FROM users;" >/dev/null
+    url=http://bench:$push_token@127.0.0.1:$our_port/bench/push$run.git
+  else
+    git init --quiet --bare --initial-branch=main "$repos/bench/theirs$run.git"
+    git -C "$repos/bench/theirs$run.git" config http.receivepack true
+    url=http://127.0.0.1:$their_port/bench/theirs$run.git
+  fi
+  start=$(now)
+  git -C "$tagged" push --quiet "$url" 'refs/heads/*:refs/heads/*' 'refs/tags/*:refs/tags/*'
+  end=$(now)
+  awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'
+}
+
 # A clone twenty commits behind, copied before each incremental fetch.
 git clone --quiet --bare --no-local "$source_repo" "$work/behind.git"
 git -C "$work/behind.git" update-ref refs/heads/main "$(git -C "$source_repo" rev-parse HEAD~20)"
@@ -209,6 +255,8 @@ for run in $(seq 1 "$runs"); do
     results[depth1,$side]+="$(time_clone "$url" --depth 1) "
     results[fetch,$side]+="$(time_fetch "$url") "
   done
+  results[push,ours]+="$(time_push ours "$run") "
+  results[push,theirs]+="$(time_push theirs "$run") "
   results[full,floor]+="$(time_clone "$repos/bench/registry.git") "
   results[depth1,floor]+="$(time_clone "file://$repos/bench/registry.git" --depth 1) "
 done
@@ -235,6 +283,13 @@ echo
 echo "HTTP"
 table ours theirs "gitserver" "http-backend + nginx"
 printf '| %-22s | %14s | %24s | %6s | %14s |\n' "peak RSS of the server" "${our_rss} MiB" "${their_rss} MiB" "" ""
+echo
+echo "Pushing $ref_count refs ($tag_count annotated tags, 3000 commits) to an empty repository over HTTP"
+o=$(echo "${results[push,ours]}" | tr ' ' '\n' | { grep . || true; } | median)
+t=$(echo "${results[push,theirs]}" | tr ' ' '\n' | { grep . || true; } | median)
+printf '| %-22s | %14s | %24s | %6s |\n' operation "gitserver (s)" "http-backend + nginx (s)" ratio
+printf '|%s|%s|%s|%s|\n' "------------------------" "----------------" "--------------------------" "--------"
+printf '| %-22s | %14.2f | %24.2f | %5.2fx |\n' "push of every ref" "$o" "$t" "$(awk -v a="$o" -v b="$t" 'BEGIN { print a / b }')"
 echo
 echo "SSH (the same OpenSSH client, key and cipher, chacha20-poly1305, for both)"
 table ours_ssh theirs_ssh "gitserver" "sshd + git-shell"

@@ -214,8 +214,12 @@ async fn info_refs(
     let authorized = authorize(&git, &owner, &repo, (&extensions, &headers), needed).await?;
     let protocol = git_protocol(&headers);
     let v2 = service == "upload-pack" && protocol.is_some_and(|p| p.contains("version=2"));
-    let mut command = git.git(&authorized.path, protocol);
-    command.args([service, "--stateless-rpc", "--advertise-refs", "."]);
+    let mut command = if service == "upload-pack" {
+        git.upload_pack(&authorized.path, protocol)
+    } else {
+        git.receive_pack_advertisement(&authorized.path, protocol)
+    };
+    command.args(["--stateless-rpc", "--advertise-refs", "."]);
     let mut child = command.spawn().map_err(internal)?;
     drop(child.stdin.take());
     let stdout = child.stdout.take().ok_or_else(|| internal("git has no stdout"))?;
@@ -266,8 +270,8 @@ async fn upload_pack(
     })?;
     pktline::validate(&request).map_err(|error| Refusal::BadRequest(error.to_string()))?;
 
-    let mut command = git.git(&authorized.path, git_protocol(&headers));
-    command.args(GitService::upload_pack_config()).args(["upload-pack", "--stateless-rpc", "."]);
+    let mut command = git.upload_pack(&authorized.path, git_protocol(&headers));
+    command.args(["--stateless-rpc", "."]);
     let mut child = command.spawn().map_err(internal)?;
     let mut stdin = child.stdin.take().ok_or_else(|| internal("git has no stdin"))?;
     let stdout = child.stdout.take().ok_or_else(|| internal("git has no stdout"))?;

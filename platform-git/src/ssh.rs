@@ -635,8 +635,8 @@ async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitComm
     let redactor = service.redactor(&authorized);
     let (mut git, push) = match command.program {
         Program::UploadPack => {
-            let mut git = service.git(&authorized.path, protocol);
-            git.args(GitService::upload_pack_config()).args(["upload-pack", "."]);
+            let mut git = service.upload_pack(&authorized.path, protocol);
+            git.arg(".");
             (git, None)
         }
         Program::UploadArchive => {

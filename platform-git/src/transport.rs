@@ -243,23 +243,29 @@ impl GitService {
         )
     }
 
-    /// The `git upload-pack` arguments both transports use (before the directory).
-    pub fn upload_pack_config() -> [&'static str; 4] {
-        ["-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowReachableSHA1InWant=true"]
+    /// `git upload-pack` as every fetch runs it, its advertisement and its negotiation, over
+    /// HTTP and SSH alike (add `--stateless-rpc`, `--advertise-refs` and the directory as the
+    /// transport needs): one configuration, so what is advertised is what is served. Partial
+    /// clones (`filter`) and wants of any reachable commit (`allow-reachable-sha1-in-want`, for
+    /// `git fetch <url> <sha>`) are allowed.
+    pub fn upload_pack(&self, path: &Path, protocol: Option<&str>) -> Command {
+        let mut command = self.git(path, protocol);
+        command.args([
+            "-c",
+            "uploadpack.allowFilter=true",
+            "-c",
+            "uploadpack.allowReachableSHA1InWant=true",
+            "upload-pack",
+        ]);
+        command
     }
 
-    /// Prepares a push by `authorized`: the `git receive-pack` command (add `--stateless-rpc`
-    /// and the directory) and the run to report to.
-    pub fn receive_pack(
-        &self,
-        authorized: Authorized,
-        protocol: Option<&str>,
-    ) -> (Command, PushRun) {
+    /// `git receive-pack` with the configuration of every push, for its advertisement (add
+    /// `--stateless-rpc`, `--advertise-refs` and the directory); [`GitService::receive_pack`]
+    /// runs pushes with the same.
+    pub fn receive_pack_advertisement(&self, path: &Path, protocol: Option<&str>) -> Command {
         let inner = &self.inner;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let policy = inner.scratch_dir.join(format!("{id}.policy"));
-        let report = inner.scratch_dir.join(format!("{id}.refs"));
-        let mut command = self.git(&authorized.path, protocol);
+        let mut command = self.git(path, protocol);
         command
             .arg("-c")
             .arg(format!("core.hooksPath={}", inner.hooks_dir.display()))
@@ -275,7 +281,23 @@ impl GitService {
                 "-c",
                 "receive.denyCurrentBranch=ignore",
                 "receive-pack",
-            ])
+            ]);
+        command
+    }
+
+    /// Prepares a push by `authorized`: the `git receive-pack` command (add `--stateless-rpc`
+    /// and the directory) and the run to report to.
+    pub fn receive_pack(
+        &self,
+        authorized: Authorized,
+        protocol: Option<&str>,
+    ) -> (Command, PushRun) {
+        let inner = &self.inner;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let policy = inner.scratch_dir.join(format!("{id}.policy"));
+        let report = inner.scratch_dir.join(format!("{id}.refs"));
+        let mut command = self.receive_pack_advertisement(&authorized.path, protocol);
+        command
             .env(hooks::POLICY_ENV, &policy)
             .env(hooks::MAX_BLOB_ENV, inner.options.max_blob_bytes.to_string())
             .env(hooks::REPORT_ENV, &report);

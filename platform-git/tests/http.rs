@@ -326,6 +326,13 @@ async fn clone_fetch_and_push_with_every_protocol_and_git_version() -> anyhow::R
                 None,
             )?;
             assert!(output.status.success(), "{git} v{protocol} partial: {}", stderr(&output));
+            // The server took the filter (the blobs left out are counted in the partial clone
+            // test below).
+            assert!(
+                !stderr(&output).contains("filtering not recognized"),
+                "{git} v{protocol} partial: {}",
+                stderr(&output)
+            );
             assert_eq!(
                 git_ok(&["config", "remote.origin.partialclonefilter"], Some(Path::new(&partial)))?,
                 "blob:none"
@@ -570,6 +577,69 @@ async fn what_git_says_names_no_server_path() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn partial_clones_and_fetches_of_any_commit_work_over_http_in_every_protocol()
+-> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let ada = server.member("ada").await?;
+    server.create_repo(&ada, "engine", false).await?;
+    let work = server.dir("work");
+    working_copy(&work, 5)?;
+    let url = server.url("ada/engine", Some(("ada", &ada.token)));
+    git_ok(&["push", "--quiet", &url, "main"], Some(&work))?;
+    let old = git_ok(&["rev-parse", "HEAD~2"], Some(&work))?;
+    for version in ["0", "1", "2"] {
+        let protocol = format!("protocol.version={version}");
+        let dest = server.dir("partial");
+        let dest_path = dest.to_string_lossy().into_owned();
+        let cloned = run_git(
+            "git",
+            &[
+                "-c",
+                &protocol,
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                "--filter=blob:none",
+                &url,
+                &dest_path,
+            ],
+            None,
+        )?;
+        assert!(cloned.status.success(), "v{version}: {}", stderr(&cloned));
+        assert!(
+            !stderr(&cloned).contains("filtering not recognized"),
+            "v{version}: {}",
+            stderr(&cloned)
+        );
+        let missing = || -> anyhow::Result<usize> {
+            let listed =
+                git_ok(&["rev-list", "--objects", "--missing=print", "--all"], Some(&dest))?;
+            Ok(listed.lines().filter(|line| line.starts_with('?')).count())
+        };
+        let before = missing()?;
+        assert_eq!(before, 5, "v{version}: every blob is left out");
+        // An old file, read later, fetches exactly the blob it needs.
+        let shown = git_ok(&["-c", &protocol, "show", "HEAD~4:file0.txt"], Some(&dest))?;
+        assert!(shown.starts_with("content 0"), "v{version}: {shown}");
+        assert_eq!(missing()?, before - 1, "v{version}");
+
+        // A commit that is no branch or tag tip can be fetched by its id.
+        if version != "1" {
+            let empty = server.dir("by-id");
+            git_ok(&["init", "--quiet", &empty.to_string_lossy()], None)?;
+            let fetched = run_git(
+                "git",
+                &["-c", &protocol, "fetch", "--quiet", "--depth", "1", &url, &old],
+                Some(&empty),
+            )?;
+            assert!(fetched.status.success(), "v{version}: {}", stderr(&fetched));
+            assert_eq!(git_ok(&["cat-file", "-t", &old], Some(&empty))?, "commit");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn failed_git_sign_ins_are_limited_like_the_login() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let ada = server.member("ada").await?;
@@ -594,6 +664,98 @@ async fn failed_git_sign_ins_are_limited_like_the_login() -> anyhow::Result<()> 
     // The account's token still works.
     let with_token = server.http.get(&refs).basic_auth("ada", Some(&ada.token)).send().await?;
     assert_eq!(with_token.status(), 200);
+    Ok(())
+}
+
+/// A stream for `git fast-import`: `commits` commits on `main`, each adding a file and tagged
+/// (annotated) `v{n}`, and when `big` is given a commit off the history carrying
+/// `assets/big.bin` of that many bytes, tagged `v-big`.
+fn tagged_history(commits: usize, big: Option<usize>) -> Vec<u8> {
+    let mut stream = Vec::new();
+    let data = |stream: &mut Vec<u8>, bytes: &[u8]| {
+        stream.extend_from_slice(format!("data {}\n", bytes.len()).as_bytes());
+        stream.extend_from_slice(bytes);
+        stream.push(b'\n');
+    };
+    for n in 1..=commits {
+        stream.extend_from_slice(
+            format!(
+                "commit refs/heads/main\nmark :{n}\ncommitter T <t@example.com> {} +0000\n",
+                1_700_000_000 + n
+            )
+            .as_bytes(),
+        );
+        data(&mut stream, format!("commit {n}").as_bytes());
+        if n > 1 {
+            stream.extend_from_slice(format!("from :{}\n", n - 1).as_bytes());
+        }
+        stream.extend_from_slice(format!("M 644 inline files/file{n}.txt\n").as_bytes());
+        data(&mut stream, format!("content {n}\n").as_bytes());
+        stream.extend_from_slice(
+            format!("tag v{n}\nfrom :{n}\ntagger T <t@example.com> {} +0000\n", 1_700_000_000 + n)
+                .as_bytes(),
+        );
+        data(&mut stream, format!("release {n}").as_bytes());
+    }
+    if let Some(size) = big {
+        stream.extend_from_slice(
+            b"commit refs/heads/side\nmark :999999\ncommitter T <t@example.com> 1800000000 +0000\n",
+        );
+        data(&mut stream, b"big");
+        stream.extend_from_slice(
+            format!("from :{}\nM 644 inline assets/big.bin\n", commits / 2).as_bytes(),
+        );
+        data(&mut stream, &vec![b'x'; size]);
+        stream.extend_from_slice(
+            b"tag v-big\nfrom :999999\ntagger T <t@example.com> 1800000000 +0000\n",
+        );
+        data(&mut stream, b"big release");
+    }
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_tags_in_one_push_land_or_are_refused_by_the_file_that_breaks_the_limit()
+-> anyhow::Result<()> {
+    let options = GitOptions { max_blob_bytes: 64 * 1024, ..GitOptions::default() };
+    let server = Server::start_with(options, None).await?;
+    let ada = server.member("ada").await?;
+    server.create_repo(&ada, "mirror", false).await?;
+    let url = server.url("ada/mirror", Some(("ada", &ada.token)));
+    let work = server.dir("work");
+    git_ok(&["init", "--quiet", &work.to_string_lossy()], None)?;
+    let mut import = std::process::Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(&work)
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write as _;
+        import.stdin.take().expect("piped").write_all(&tagged_history(500, Some(100 * 1024)))?;
+    }
+    anyhow::ensure!(import.wait()?.success(), "git fast-import failed");
+    git_ok(&["update-ref", "-d", "refs/heads/side"], Some(&work))?;
+    let disk = server.disk("ada/mirror");
+    let refs = || git_ok(&["--git-dir", &disk, "for-each-ref", "--format=%(refname)"], None);
+
+    let refused = run_git("git", &["push", &url, "refs/tags/*:refs/tags/*"], Some(&work))?;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains(
+            "refs/tags/v-big: assets/big.bin is 102400 bytes, over the limit of 65536 bytes per file"
+        ),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(refs()?, "", "a refused push created refs");
+
+    git_ok(&["tag", "-d", "v-big"], Some(&work))?;
+    git_ok(&["push", "--quiet", &url, "main", "refs/tags/*:refs/tags/*"], Some(&work))?;
+    assert_eq!(refs()?.lines().filter(|r| r.starts_with("refs/tags/v")).count(), 500);
+    assert_eq!(
+        git_ok(&["--git-dir", &disk, "rev-parse", "v500^{commit}"], None)?,
+        git_ok(&["rev-parse", "main"], Some(&work))?
+    );
     Ok(())
 }
 

@@ -69,6 +69,7 @@ impl Server {
         )?;
         let host_key = scratch.join("host_key");
         ssh_keygen(&host_key, &["-t", "ed25519"])?;
+        let git_http = platform_git::http::router(service.clone());
         let ssh = GitSsh::new(service, &std::fs::read_to_string(&host_key)?, ssh_options)?;
         let host_fingerprint = ssh.fingerprint().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -76,7 +77,8 @@ impl Server {
         tokio::spawn(async move { ssh.serve(listener, std::future::pending()).await });
 
         let api = RepoApi::new(accounts, store, "http://git.example.com".parse()?);
-        let router = platform_git::api::api(api).split_for_parts().0;
+        // Git over HTTP too, on the same service, to compare what each transport advertises.
+        let router = platform_git::api::api(api).split_for_parts().0.merge(git_http);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move {
@@ -446,6 +448,90 @@ fn receive_pack_by_hand(
     let mut child = command.spawn()?;
     child.stdin.take().expect("piped").write_all(request)?;
     Ok(child.wait_with_output()?)
+}
+
+/// The capabilities in a ref advertisement: those after the first ref (protocol v0 and v1), or
+/// the capability lines (v2), sorted.
+fn capabilities(advertisement: &[u8]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut rest = advertisement;
+    while rest.len() >= 4 {
+        let length = usize::from_str_radix(std::str::from_utf8(&rest[..4]).unwrap_or("zzzz"), 16);
+        let Ok(length) = length else { break };
+        if length < 4 {
+            lines.push(None);
+            rest = &rest[4..];
+            continue;
+        }
+        lines.push(Some(String::from_utf8_lossy(&rest[4..length]).trim_end().to_owned()));
+        rest = &rest[length..];
+    }
+    let lines: Vec<Option<String>> = lines
+        .into_iter()
+        .filter(|l| !l.as_deref().is_some_and(|l| l.starts_with("# service=")))
+        .collect();
+    let mut found: Vec<String> = if lines.iter().flatten().any(|l| l == "version 2") {
+        lines
+            .iter()
+            .skip_while(|l| l.as_deref() != Some("version 2"))
+            .skip(1)
+            .map_while(Clone::clone)
+            .collect()
+    } else {
+        let first = lines.iter().flatten().find(|l| l.contains('\0')).cloned().unwrap_or_default();
+        first
+            .split_once('\0')
+            .map(|(_, caps)| caps.split(' ').map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetches_advertise_the_same_capabilities_over_http_and_ssh() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let ada = server.member("ada").await?;
+    server.create_repo(&ada, "engine", false).await?;
+    let work = server.dir("work");
+    working_copy(&work, 1)?;
+    ok(git_as(
+        &server,
+        &ada,
+        &["push", "--quiet", &server.url("ada/engine"), "main"],
+        Some(&work),
+    )?)?;
+    for version in ["0", "1", "2"] {
+        let mut request = server
+            .http
+            .get(format!("{}/ada/engine.git/info/refs?service=git-upload-pack", server.api));
+        if version != "0" {
+            request = request.header("git-protocol", format!("version={version}"));
+        }
+        let mut over_http = capabilities(&request.send().await?.bytes().await?);
+        // Stateless RPC's own capability, which git advertises only there (http-backend too).
+        over_http.retain(|capability| capability != "no-done");
+        let setenv = format!("SetEnv=GIT_PROTOCOL=version={version}");
+        let mut extra = vec!["git@127.0.0.1", "git-upload-pack 'ada/engine.git'"];
+        if version != "0" {
+            extra.splice(0..0, ["-o", setenv.as_str()]);
+        }
+        let over_ssh = capabilities(&ssh_as(&server, &ada, &extra)?.stdout);
+        assert!(!over_http.is_empty(), "v{version}: nothing advertised over HTTP");
+        assert_eq!(over_http, over_ssh, "protocol v{version}");
+        let wanted: &[&str] = if version == "2" {
+            &["fetch=shallow wait-for-done filter"]
+        } else {
+            &["filter", "allow-reachable-sha1-in-want"]
+        };
+        for capability in wanted {
+            assert!(
+                over_http.iter().any(|c| c == capability),
+                "v{version} lacks {capability}: {over_http:?}"
+            );
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
