@@ -211,6 +211,8 @@ time_push() { # side, run: a new empty repository on that side, then every branc
   else
     git init --quiet --bare --initial-branch=main "$repos/bench/theirs$run.git"
     git -C "$repos/bench/theirs$run.git" config http.receivepack true
+    # What gitserver has git check in every push, so both do the same git work.
+    git -C "$repos/bench/theirs$run.git" config receive.fsckObjects true
     url=http://127.0.0.1:$their_port/bench/theirs$run.git
   fi
   start=$(now)
@@ -284,7 +286,7 @@ echo "HTTP"
 table ours theirs "gitserver" "http-backend + nginx"
 printf '| %-22s | %14s | %24s | %6s | %14s |\n' "peak RSS of the server" "${our_rss} MiB" "${their_rss} MiB" "" ""
 echo
-echo "Pushing $ref_count refs ($tag_count annotated tags, 3000 commits) to an empty repository over HTTP"
+echo "Pushing $ref_count refs ($tag_count annotated tags, 3000 commits) to an empty repository over HTTP (receive.fsckObjects on both)"
 o=$(echo "${results[push,ours]}" | tr ' ' '\n' | { grep . || true; } | median)
 t=$(echo "${results[push,theirs]}" | tr ' ' '\n' | { grep . || true; } | median)
 printf '| %-22s | %14s | %24s | %6s |\n' operation "gitserver (s)" "http-backend + nginx (s)" ratio
