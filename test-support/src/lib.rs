@@ -94,6 +94,7 @@ pub struct ServiceProcess {
     child: Child,
     addr: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
+    collectors: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ServiceProcess {
@@ -118,11 +119,20 @@ impl ServiceProcess {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, mut addr_rx) = watch::channel(None::<SocketAddr>);
         let addr_tx = Arc::new(addr_tx);
+        let mut collectors = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(collect_lines(stdout, Arc::clone(&lines), Arc::clone(&addr_tx)));
+            collectors.push(tokio::spawn(collect_lines(
+                stdout,
+                Arc::clone(&lines),
+                Arc::clone(&addr_tx),
+            )));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(collect_lines(stderr, Arc::clone(&lines), Arc::clone(&addr_tx)));
+            collectors.push(tokio::spawn(collect_lines(
+                stderr,
+                Arc::clone(&lines),
+                Arc::clone(&addr_tx),
+            )));
         }
         let waited = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
@@ -139,7 +149,7 @@ impl ServiceProcess {
         })
         .await;
         match waited {
-            Ok(Ok(addr)) => Ok(Self { child, addr, lines }),
+            Ok(Ok(addr)) => Ok(Self { child, addr, lines, collectors }),
             Ok(Err(error)) => bail!("{program:?} {error}; output:\n{}", join(&lines)),
             Err(_) => bail!("{program:?} did not listen within 60 s; output:\n{}", join(&lines)),
         }
@@ -192,11 +202,18 @@ impl ServiceProcess {
     /// # Errors
     ///
     /// Fails when it is still running after `limit`.
+    /// Its last lines are collected before this returns (a process can exit before its output
+    /// has been read).
     pub async fn wait(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait())
+        let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .with_context(|| format!("still running after {limit:?}; output:\n{}", self.output()))?
-            .context("cannot wait for the process")
+            .context("cannot wait for the process")?;
+        for collector in self.collectors.drain(..) {
+            // Its pipes close with it, unless a child of its own holds them open.
+            let _ = tokio::time::timeout(Duration::from_secs(5), collector).await;
+        }
+        Ok(status)
     }
 }
 

@@ -165,6 +165,18 @@ impl Accounts {
             .map_err(ApiError::internal)
     }
 
+    /// Takes one failed attempt back from the address `client` (after a connection counted as
+    /// failed got in after all).
+    ///
+    /// # Errors
+    ///
+    /// Fails when Redis does.
+    pub async fn forgive_address_failure(&self, client: IpAddr) -> Result<(), ApiError> {
+        rate_limit::give_back(&self.redis, &self.address_key(client))
+            .await
+            .map_err(ApiError::internal)
+    }
+
     /// The client's address for a request from `peer` with `headers` (see
     /// [`super::client_address`]), with this deployment's trusted proxies.
     pub fn client_address(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {

@@ -140,3 +140,22 @@ pub async fn attempt_succeeded(
         .map(drop)
         .map_err(RedisError::Command)
 }
+
+/// Takes one attempt off `key`, if it is still counted.
+///
+/// # Errors
+///
+/// Fails when Redis does.
+pub async fn give_back(redis: &Redis, key: &str) -> Result<(), RedisError> {
+    const SCRIPT: &str = r"
+        if redis.call('GET', KEYS[1]) then redis.call('DECR', KEYS[1]) end
+        return 0
+    ";
+    let mut conn = redis.get().await?;
+    redis::Script::new(SCRIPT)
+        .key(key)
+        .invoke_async::<i64>(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(RedisError::Command)
+}

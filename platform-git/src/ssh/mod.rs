@@ -217,7 +217,6 @@ impl GitSsh {
             return;
         };
         let authenticated = Arc::new(AtomicBool::new(false));
-        let rejected_keys = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Keys are tried against the same per-address limit as passwords elsewhere: an address
         // over it is refused every key, on every connection, until its window ends.
         let accounts = self.service.accounts().clone();
@@ -236,7 +235,7 @@ impl GitSsh {
             peer,
             user: None,
             limited: limited.is_some(),
-            rejected_keys: Arc::clone(&rejected_keys),
+            counted_failure: false,
             authenticated: Arc::clone(&authenticated),
             channels: HashMap::new(),
             opened: 0,
@@ -278,15 +277,6 @@ impl GitSsh {
             }
         }
         watchdog.abort();
-        // A connection that offered keys and never got in is one failed attempt of its address
-        // (one, however many keys: an agent offers all it holds before the right one).
-        if limited.is_none()
-            && !authenticated.load(Ordering::Acquire)
-            && rejected_keys.load(Ordering::Relaxed) > 0
-            && let Err(error) = accounts.record_address_failure(peer.ip()).await
-        {
-            tracing::error!(%peer, error = %error, "cannot count a failed SSH sign-in");
-        }
     }
 }
 
@@ -297,7 +287,10 @@ struct Connection {
     user: Option<UserRecord>,
     /// The address is over its limit of failed sign-ins: every key is refused.
     limited: bool,
-    rejected_keys: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether this connection counted as a failed attempt of its address: once, at its first
+    /// unknown key, however many it offers (an agent offers all it holds before the right one),
+    /// and given back if it then gets in.
+    counted_failure: bool,
     authenticated: Arc<AtomicBool>,
     channels: HashMap<ChannelId, Slot>,
     opened: usize,
@@ -312,7 +305,7 @@ struct Slot {
 
 impl Connection {
     async fn user_of(
-        &self,
+        &mut self,
         key: &russh::keys::PublicKey,
     ) -> Result<Option<UserRecord>, russh::Error> {
         if self.limited {
@@ -331,8 +324,12 @@ impl Connection {
         };
         match lookup.await {
             Ok(user) => {
-                if user.is_none() {
-                    self.rejected_keys.fetch_add(1, Ordering::Relaxed);
+                if user.is_none() && !self.counted_failure {
+                    self.counted_failure = true;
+                    let accounts = self.service.accounts();
+                    if let Err(error) = accounts.record_address_failure(self.peer.ip()).await {
+                        tracing::error!(peer = %self.peer, %error, "cannot count a failed SSH sign-in");
+                    }
                 }
                 Ok(user)
             }
@@ -383,6 +380,12 @@ impl server::Handler for Connection {
         match self.user_of(key.public_key).await? {
             Some(user) => {
                 tracing::info!(peer = %self.peer, user = user.id, "SSH key accepted");
+                if self.counted_failure
+                    && let Err(error) =
+                        self.service.accounts().forgive_address_failure(self.peer.ip()).await
+                {
+                    tracing::error!(peer = %self.peer, %error, "cannot uncount an SSH sign-in");
+                }
                 self.user = Some(user);
                 self.authenticated.store(true, Ordering::Release);
                 Ok(Auth::Accept)
