@@ -455,30 +455,6 @@ async fn protected_branches_refuse_force_pushes_and_deletion_with_our_message() 
     Ok(())
 }
 
-/// Refs of a repository that a protected-branch test pushes to by hand, and the commits it
-/// needs: `main` (no force pushes, no deletion) and `release/1.0` (administrators only), with
-/// `rewrite` (not a descendant of main) and `ahead` (a fast-forward of both).
-struct HandBuilt {
-    main: String,
-    rewrite: String,
-    ahead: String,
-}
-
-fn hand_built_commits(work: &Path) -> anyhow::Result<HandBuilt> {
-    let main = git_ok(&["rev-parse", "main"], Some(work))?;
-    git_ok(&["checkout", "--quiet", "-b", "rewrite", "main~1"], Some(work))?;
-    std::fs::write(work.join("rewritten.txt"), "history rewritten\n")?;
-    git_ok(&["add", "."], Some(work))?;
-    git_ok(&["commit", "--quiet", "-m", "rewrite"], Some(work))?;
-    let rewrite = git_ok(&["rev-parse", "HEAD"], Some(work))?;
-    git_ok(&["checkout", "--quiet", "-b", "ahead", "main"], Some(work))?;
-    std::fs::write(work.join("ahead.txt"), "one more\n")?;
-    git_ok(&["add", "."], Some(work))?;
-    git_ok(&["commit", "--quiet", "-m", "ahead"], Some(work))?;
-    let ahead = git_ok(&["rev-parse", "HEAD"], Some(work))?;
-    Ok(HandBuilt { main, rewrite, ahead })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn updates_smuggled_in_a_push_certificate_are_refused_and_no_ref_moves() -> anyhow::Result<()>
 {
@@ -499,29 +475,13 @@ async fn updates_smuggled_in_a_push_certificate_are_refused_and_no_ref_moves() -
     working_copy(&work, 3)?;
     let url = server.url("ada/engine", Some(("ada", &ada.token)));
     git_ok(&["push", "--quiet", &url, "main", "main:release/1.0"], Some(&work))?;
-    let HandBuilt { main, rewrite, ahead } = hand_built_commits(&work)?;
+    let commits = common::HandBuilt::new(&work)?;
     let disk = server.disk("ada/engine");
     let refs =
         || git_ok(&["--git-dir", &disk, "for-each-ref", "--format=%(refname) %(objectname)"], None);
     let before = refs()?;
 
-    let zero = common::ZERO;
-    let cases = [
-        (
-            "a force push",
-            &ada,
-            (main.as_str(), rewrite.as_str(), "refs/heads/main"),
-            "force pushes are not allowed",
-        ),
-        ("a deletion", &ada, (main.as_str(), zero, "refs/heads/main"), "it cannot be deleted"),
-        (
-            "a writer's push to an admins-only branch",
-            &grace,
-            (main.as_str(), ahead.as_str(), "refs/heads/release/1.0"),
-            "only administrators may push to it",
-        ),
-    ];
-    for (what, member, update, reason) in cases {
+    for (what, member, update, reason) in commits.refused(&ada, &grace) {
         for certificate in [true, false] {
             let body = common::receive_pack_request(&work, &[update], certificate)?;
             let response = server

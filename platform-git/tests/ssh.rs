@@ -580,36 +580,14 @@ async fn updates_smuggled_in_a_push_certificate_are_refused_over_ssh() -> anyhow
         &["push", "--quiet", &url, "main", "main:release/1.0"],
         Some(&work),
     )?)?;
-    let main = local_git(&["rev-parse", "main"], &work)?;
-    local_git(&["checkout", "--quiet", "-b", "rewrite", "main~1"], &work)?;
-    local_git(&["commit", "--quiet", "--allow-empty", "-m", "rewrite"], &work)?;
-    let rewrite = local_git(&["rev-parse", "HEAD"], &work)?;
-    local_git(&["checkout", "--quiet", "-b", "ahead", "main"], &work)?;
-    local_git(&["commit", "--quiet", "--allow-empty", "-m", "ahead"], &work)?;
-    let ahead = local_git(&["rev-parse", "HEAD"], &work)?;
+    let commits = common::HandBuilt::new(&work)?;
     let disk = server.disk("owner/engine");
     let refs = || {
         local_git(&["--git-dir", &disk, "for-each-ref", "--format=%(refname) %(objectname)"], &work)
     };
     let before = refs()?;
 
-    let zero = common::ZERO;
-    let cases = [
-        (
-            "a force push",
-            &owner,
-            (main.as_str(), rewrite.as_str(), "refs/heads/main"),
-            "force pushes are not allowed",
-        ),
-        ("a deletion", &owner, (main.as_str(), zero, "refs/heads/main"), "it cannot be deleted"),
-        (
-            "a writer's push to an admins-only branch",
-            &writer,
-            (main.as_str(), ahead.as_str(), "refs/heads/release/1.0"),
-            "only administrators may push to it",
-        ),
-    ];
-    for (what, member, update, reason) in cases {
+    for (what, member, update, reason) in commits.refused(&owner, &writer) {
         for certificate in [true, false] {
             let request = common::receive_pack_request(&work, &[update], certificate)?;
             let output = receive_pack_by_hand(&server, member, "owner/engine", &request)?;

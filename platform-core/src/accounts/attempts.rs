@@ -165,6 +165,30 @@ impl Accounts {
             .map_err(ApiError::internal)
     }
 
+    /// Counts a request from `client` that would mail account `user_id` (a password reset, or
+    /// a registration with its address) and says whether the mail may go: at most
+    /// [`rate_limit::RESETS_PER_ACCOUNT`] per account and [`rate_limit::MAILS_PER_ADDRESS`]
+    /// requests per address, those naming no account included.
+    ///
+    /// # Errors
+    ///
+    /// Fails when Redis does.
+    pub async fn account_mail_allowed(
+        &self,
+        client: IpAddr,
+        user_id: Option<i64>,
+    ) -> Result<bool, ApiError> {
+        let address = format!("{}:ratelimit:mail:address:{client}", self.namespace);
+        let account = user_id.map(|id| format!("{}:ratelimit:reset:account:{id}", self.namespace));
+        let mut limits = vec![(address.as_str(), rate_limit::MAILS_PER_ADDRESS)];
+        if let Some(account) = &account {
+            limits.push((account.as_str(), rate_limit::RESETS_PER_ACCOUNT));
+        }
+        let wait =
+            rate_limit::count_attempt(&self.redis, &limits).await.map_err(ApiError::internal)?;
+        Ok(wait.is_none())
+    }
+
     /// Takes one failed attempt back from the address `client` (after a connection counted as
     /// failed got in after all).
     ///

@@ -601,20 +601,7 @@ async fn register(
                 .ok_or_else(|| ApiError::Internal("a taken address has no account".into()))?;
             // The owner hears of it, at most as often as password resets are mailed.
             let client = accounts.client_address(peer.ip(), &headers);
-            let namespace = &accounts.namespace;
-            let (address_key, account_key) = (
-                format!("{namespace}:ratelimit:mail:address:{client}"),
-                format!("{namespace}:ratelimit:reset:account:{}", owner.id),
-            );
-            let limits = [
-                (address_key.as_str(), rate_limit::MAILS_PER_ADDRESS),
-                (account_key.as_str(), rate_limit::RESETS_PER_ACCOUNT),
-            ];
-            if rate_limit::count_attempt(&accounts.redis, &limits)
-                .await
-                .map_err(ApiError::internal)?
-                .is_some()
-            {
+            if !accounts.account_mail_allowed(client, Some(owner.id)).await? {
                 tracing::warn!(%client, user = owner.id, "registration mail throttled");
                 return Ok((StatusCode::ACCEPTED, axum::Json(answer)));
             }
@@ -857,19 +844,7 @@ async fn request_password_reset(
     let mut conn = accounts.database.get().await.map_err(ApiError::internal)?;
     let user = users::find_by_email(&mut conn, &request.email).await.map_err(ApiError::internal)?;
     let client = accounts.client_address(peer.ip(), &headers);
-    let namespace = &accounts.namespace;
-    let address_key = format!("{namespace}:ratelimit:mail:address:{client}");
-    let account_key =
-        user.as_ref().map(|u| format!("{namespace}:ratelimit:reset:account:{}", u.id));
-    let mut limits = vec![(address_key.as_str(), rate_limit::MAILS_PER_ADDRESS)];
-    if let Some(key) = &account_key {
-        limits.push((key.as_str(), rate_limit::RESETS_PER_ACCOUNT));
-    }
-    if rate_limit::count_attempt(&accounts.redis, &limits)
-        .await
-        .map_err(ApiError::internal)?
-        .is_some()
-    {
+    if !accounts.account_mail_allowed(client, user.as_ref().map(|u| u.id)).await? {
         tracing::warn!(%client, user = user.as_ref().map(|u| u.id), "password reset mail throttled");
         return Ok(StatusCode::ACCEPTED);
     }

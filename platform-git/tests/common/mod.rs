@@ -156,3 +156,64 @@ pub(crate) fn receive_pack_request(
     }
     Ok(body)
 }
+
+/// Commits for hand-built pushes to a repository whose `main` is protected (no force pushes, no
+/// deletion) and whose `release/*` is for administrators only, made in the working copy `work`
+/// (where `main` has at least two commits and was pushed as `main` and `release/1.0`).
+pub(crate) struct HandBuilt {
+    /// `main`'s tip.
+    pub(crate) main: String,
+    /// A commit on `main~1` that is not a descendant of `main`.
+    pub(crate) rewrite: String,
+    /// A fast-forward of `main`.
+    pub(crate) ahead: String,
+}
+
+impl HandBuilt {
+    pub(crate) fn new(work: &std::path::Path) -> anyhow::Result<Self> {
+        let git = |args: &[&str]| -> anyhow::Result<String> {
+            let output = std::process::Command::new("git")
+                .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+                .args(args)
+                .current_dir(work)
+                .output()?;
+            anyhow::ensure!(output.status.success(), "git {args:?} failed");
+            Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+        };
+        let main = git(&["rev-parse", "main"])?;
+        git(&["checkout", "--quiet", "-b", "rewrite", "main~1"])?;
+        git(&["commit", "--quiet", "--allow-empty", "-m", "rewrite"])?;
+        let rewrite = git(&["rev-parse", "HEAD"])?;
+        git(&["checkout", "--quiet", "-b", "ahead", "main"])?;
+        git(&["commit", "--quiet", "--allow-empty", "-m", "ahead"])?;
+        let ahead = git(&["rev-parse", "HEAD"])?;
+        Ok(Self { main, rewrite, ahead })
+    }
+
+    /// What branch protection must refuse, each as (what it is, who pushes, the update, the
+    /// reason the client is told): a force push and a deletion of `main` by `owner`, and
+    /// `writer`'s fast-forward of the admins-only `release/1.0`.
+    pub(crate) fn refused<'a, M>(
+        &'a self,
+        owner: &'a M,
+        writer: &'a M,
+    ) -> [(&'static str, &'a M, Update<'a>, &'static str); 3] {
+        let (main, rewrite, ahead) =
+            (self.main.as_str(), self.rewrite.as_str(), self.ahead.as_str());
+        [
+            (
+                "a force push",
+                owner,
+                (main, rewrite, "refs/heads/main"),
+                "force pushes are not allowed",
+            ),
+            ("a deletion", owner, (main, ZERO, "refs/heads/main"), "it cannot be deleted"),
+            (
+                "a writer's push to an admins-only branch",
+                writer,
+                (main, ahead, "refs/heads/release/1.0"),
+                "only administrators may push to it",
+            ),
+        ]
+    }
+}
