@@ -24,6 +24,7 @@
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub mod api;
+pub mod browse;
 pub mod events;
 pub mod hooks;
 pub mod http;
