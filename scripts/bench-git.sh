@@ -56,18 +56,10 @@ peak_rss_mib() { # the sum of VmHWM over the given pids, in MiB
 
 echo "building the repository from cargo's registry sources..." >&2
 source_repo=$work/source
-git init --quiet --initial-branch=main "$source_repo"
-registry=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/ | xargs du -s | sort -n | tail -1 | cut -f2)
-count=0
-for crate in "$registry"*/; do
-  name=$(basename "$crate")
-  mkdir -p "$source_repo/crates"
-  cp -r "$crate" "$source_repo/crates/$name"
-  git -C "$source_repo" add --all crates >/dev/null
-  # No automatic gc while building: it would race the `git gc` below.
-  git -C "$source_repo" -c gc.auto=0 -c user.name=bench -c user.email=bench@example.com commit --quiet -m "add $name"
-  count=$((count + 1))
-done
+# shellcheck source=scripts/bench-repo.sh
+. scripts/bench-repo.sh # build_registry_repo, shared with bench-browse.sh
+build_registry_repo "$source_repo"
+count=$registry_commits
 git -C "$source_repo" gc --quiet
 pack_mib=$(du -sm "$source_repo/.git/objects" | cut -f1)
 tree_mib=$(du -sm --exclude=.git "$source_repo" | cut -f1)

@@ -162,7 +162,7 @@ fn a_commits_patch_applies_like_gits() {
         let info = repo.commit_info(id(&hex)).expect("a commit");
         let diff = repo.commit_diff(&info, true).expect("a diff");
         let mut ours = Vec::new();
-        repo.write_diff(&diff, &mut ours);
+        repo.write_diff(&diff, &mut ours).expect("a diff");
         let parent = info.parents.first().map(ToString::to_string);
         let mut args = vec!["diff", "-M", "--no-color", "--no-ext-diff", "--full-index"];
         let empty_tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";

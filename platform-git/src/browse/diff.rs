@@ -334,10 +334,32 @@ impl Repo {
     }
 
     /// Writes `diff` as `git diff` prints it.
-    pub fn write_diff(&self, diff: &Diff, out: &mut Vec<u8>) {
+    ///
+    /// # Errors
+    ///
+    /// [`BrowseError::Git`] when a blob cannot be read.
+    pub fn write_diff(&self, diff: &Diff, out: &mut Vec<u8>) -> Result<()> {
         for file in &diff.files {
-            write_file_diff(file, out);
+            if file.status != ChangeStatus::Changed {
+                write_file_diff(file, out);
+                continue;
+            }
+            // git prints a change of kind as the old file removed and the new one added.
+            let mut removed = FileChange {
+                status: ChangeStatus::Removed,
+                new_id: None,
+                new_mode: None,
+                patch: None,
+                ..file.clone()
+            };
+            let mut added =
+                FileChange { status: ChangeStatus::Added, old_id: None, old_mode: None, patch: None, ..file.clone() };
+            for half in [&mut removed, &mut added] {
+                self.count_lines(half, !file.truncated)?;
+                write_file_diff(half, out);
+            }
         }
+        Ok(())
     }
 
     /// Writes `commits`, each with its diff against its first parent, as `git format-patch`
@@ -379,7 +401,7 @@ impl Repo {
                 diff.deletions,
                 if diff.deletions == 1 { "" } else { "s" },
             ));
-            self.write_diff(&diff, out);
+            self.write_diff(&diff, out)?;
             out.push_str("-- \nplatform\n\n");
         }
         Ok(())
@@ -474,20 +496,6 @@ fn short(id: Option<ObjectId>) -> String {
 }
 
 fn write_file_diff(file: &FileChange, out: &mut Vec<u8>) {
-    if file.status == ChangeStatus::Changed {
-        // git prints a change of kind as the old file removed and the new one added.
-        let removed = FileChange {
-            status: ChangeStatus::Removed,
-            new_id: None,
-            new_mode: None,
-            patch: None,
-            ..file.clone()
-        };
-        let added = FileChange { status: ChangeStatus::Added, old_id: None, old_mode: None, patch: None, ..file.clone() };
-        write_file_diff(&removed, out);
-        write_file_diff(&added, out);
-        return;
-    }
     let new_path = file.path.as_bstr();
     let old_path = file.previous_path.as_ref().map_or(new_path, |path| path.as_bstr());
     out.push_str(format!("diff --git {} {}\n", quoted("a/", old_path), quoted("b/", new_path)));
