@@ -41,6 +41,21 @@ pub enum ApiError {
         /// What was looked for, such as `repository`.
         what: &'static str,
     },
+    /// 404 naming what was looked for: a ref, path or commit inside a repository.
+    #[error("{what} {name:?} not found")]
+    Missing {
+        /// What was looked for, such as `ref` or `path`.
+        what: &'static str,
+        /// The name or id asked for.
+        name: String,
+    },
+    /// 422: the answer would pass a documented bound (a file too large to blame, a history
+    /// walk past its time limit); narrowing the request helps.
+    #[error("{message}")]
+    TooComplex {
+        /// Which bound, and how to stay within it.
+        message: String,
+    },
     /// 409: the request conflicts with existing state (a taken name).
     #[error("{message}")]
     Conflict {
@@ -97,7 +112,8 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::Missing { .. } => StatusCode::NOT_FOUND,
+            Self::TooComplex { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,7 +130,8 @@ impl ApiError {
             Self::Unauthenticated => "unauthenticated",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Forbidden { .. } => "forbidden",
-            Self::NotFound { .. } => "not_found",
+            Self::NotFound { .. } | Self::Missing { .. } => "not_found",
+            Self::TooComplex { .. } => "too_complex",
             Self::Conflict { .. } => "conflict",
             Self::Invalid { .. } => "invalid_field",
             Self::TooLarge { .. } => "too_large",

@@ -28,18 +28,17 @@ fn fixture() -> Fixture {
 }
 
 fn git(repo: &Path, args: &[&str]) -> Vec<u8> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .output()
-        .expect("git runs");
+    let output = Command::new("git").arg("-C").arg(repo).args(args).output().expect("git runs");
     assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     output.stdout
 }
 
 fn all_commits(repo: &Path) -> Vec<String> {
-    String::from_utf8(git(repo, &["rev-list", "--all"])).expect("hex").lines().map(str::to_owned).collect()
+    String::from_utf8(git(repo, &["rev-list", "--all"]))
+        .expect("hex")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn open(path: &Path) -> Repo {
@@ -112,7 +111,18 @@ fn git_numstat(repo: &Path, commit: &str) -> BTreeSet<(BString, Option<(u32, u32
         let counts = if added == b"-" {
             None
         } else {
-            Some((added.to_str().unwrap().parse().unwrap(), deleted.to_str().unwrap().parse().unwrap()))
+            Some((
+                added
+                    .to_str()
+                    .expect("as the fixture has it")
+                    .parse()
+                    .expect("as the fixture has it"),
+                deleted
+                    .to_str()
+                    .expect("as the fixture has it")
+                    .parse()
+                    .expect("as the fixture has it"),
+            ))
         };
         out.insert((path, counts));
     }
@@ -143,11 +153,19 @@ fn every_commits_changes_equal_git_diff_tree() {
         let counts: BTreeSet<(BString, Option<(u32, u32)>)> = diff
             .files
             .iter()
-            .map(|file| (file.path.clone(), (!file.binary).then_some((file.additions, file.deletions))))
+            .map(|file| {
+                (file.path.clone(), (!file.binary).then_some((file.additions, file.deletions)))
+            })
             .collect();
         assert_eq!(counts, git_numstat(&fixture.path, hex), "line counts of {hex}");
     }
-    for status in [ChangeStatus::Added, ChangeStatus::Removed, ChangeStatus::Modified, ChangeStatus::Renamed, ChangeStatus::Changed] {
+    for status in [
+        ChangeStatus::Added,
+        ChangeStatus::Removed,
+        ChangeStatus::Modified,
+        ChangeStatus::Renamed,
+        ChangeStatus::Changed,
+    ] {
         assert!(statuses.contains(&status), "the fixture has no {status:?} change");
     }
 }
@@ -189,31 +207,49 @@ fn history_of_a_path_equals_git_log() {
     let fixture = fixture();
     let repo = open(&fixture.path);
     let tree = git(&fixture.path, &["ls-tree", "-r", "-t", "-z", "--name-only", "main"]);
-    let mut paths: Vec<BString> = tree.split(|&b| b == 0).filter(|p| !p.is_empty()).map(BString::from).collect();
-    paths.extend(["LICENSE", "src/util.rs", "assets/logo.png", "legacy", "nothing/here"].map(BString::from));
+    let mut paths: Vec<BString> =
+        tree.split(|&b| b == 0).filter(|p| !p.is_empty()).map(BString::from).collect();
+    paths.extend(
+        ["LICENSE", "src/util.rs", "assets/logo.png", "legacy", "nothing/here"].map(BString::from),
+    );
     for branch in ["main", "feature", "release/1.x"] {
         let start = repo.resolve(branch).expect("a branch").id;
-        let everything = repo.log(&LogQuery { limit: 10_000, ..LogQuery::from(start) }).expect("a log");
-        let expected = String::from_utf8(git(&fixture.path, &["log", "--format=%H", branch])).unwrap();
-        let ours: Vec<String> = everything.commits.iter().map(|commit| commit.id.to_string()).collect();
+        let everything =
+            repo.log(&LogQuery { limit: 10_000, ..LogQuery::from(start) }).expect("a log");
+        let expected = String::from_utf8(git(&fixture.path, &["log", "--format=%H", branch]))
+            .expect("as the fixture has it");
+        let ours: Vec<String> =
+            everything.commits.iter().map(|commit| commit.id.to_string()).collect();
         assert_eq!(ours, expected.lines().collect::<Vec<_>>(), "git log {branch}");
         for path in &paths {
-            let query = LogQuery { path: Some(path.clone()), limit: 10_000, ..LogQuery::from(start) };
-            let ours: Vec<String> = repo.log(&query).expect("a log").commits.iter().map(|c| c.id.to_string()).collect();
+            let query =
+                LogQuery { path: Some(path.clone()), limit: 10_000, ..LogQuery::from(start) };
+            let ours: Vec<String> =
+                repo.log(&query).expect("a log").commits.iter().map(|c| c.id.to_string()).collect();
             let mut args: Vec<&[u8]> = vec![b"log", b"--format=%H", branch.as_bytes(), b"--"];
             args.push(path.as_slice());
-            let output = Command::new("git").arg("-C").arg(&fixture.path).args(args.iter().map(|a| {
-                use std::os::unix::ffi::OsStrExt;
-                std::ffi::OsStr::from_bytes(a)
-            })).output().expect("git log");
-            let expected = String::from_utf8(output.stdout).unwrap();
+            let output = Command::new("git")
+                .arg("-C")
+                .arg(&fixture.path)
+                .args(args.iter().map(|a| {
+                    use std::os::unix::ffi::OsStrExt;
+                    std::ffi::OsStr::from_bytes(a)
+                }))
+                .output()
+                .expect("git log");
+            let expected = String::from_utf8(output.stdout).expect("as the fixture has it");
             assert_eq!(ours, expected.lines().collect::<Vec<_>>(), "git log {branch} -- {path}");
         }
     }
     // Pages: the second page of 5 is the 6th to 10th commit.
-    let start = repo.resolve("main").unwrap().id;
-    let all = repo.log(&LogQuery { limit: 100, ..LogQuery::from(start) }).unwrap().commits;
-    let page = repo.log(&LogQuery { skip: 5, limit: 5, ..LogQuery::from(start) }).unwrap();
+    let start = repo.resolve("main").expect("as the fixture has it").id;
+    let all = repo
+        .log(&LogQuery { limit: 100, ..LogQuery::from(start) })
+        .expect("as the fixture has it")
+        .commits;
+    let page = repo
+        .log(&LogQuery { skip: 5, limit: 5, ..LogQuery::from(start) })
+        .expect("as the fixture has it");
     assert_eq!(page.commits, all[5..10]);
     assert!(page.more);
 }
@@ -222,16 +258,22 @@ fn history_of_a_path_equals_git_log() {
 fn blame_equals_git_blame_line_for_line() {
     let fixture = fixture();
     let repo = open(&fixture.path);
-    let at = repo.resolve("main").unwrap().id;
+    let at = repo.resolve("main").expect("as the fixture has it").id;
     for path in ["blame.txt", "src/lib.rs", "src/core/util.rs", "COPYING", "README.md"] {
         let blame = repo.blame(at, BStr::new(path)).expect("a blame");
         let mut ours = Vec::new();
         for range in &blame.ranges {
             for offset in 0..range.lines {
-                ours.push((range.commit.to_string(), range.original_start_line + offset, range.start_line + offset));
+                ours.push((
+                    range.commit.to_string(),
+                    range.original_start_line + offset,
+                    range.start_line + offset,
+                ));
             }
         }
-        let porcelain = String::from_utf8(git(&fixture.path, &["blame", "--porcelain", "main", "--", path])).unwrap();
+        let porcelain =
+            String::from_utf8(git(&fixture.path, &["blame", "--porcelain", "main", "--", path]))
+                .expect("as the fixture has it");
         let theirs: Vec<(String, u32, u32)> = porcelain
             .lines()
             .filter_map(|line| {
@@ -245,7 +287,9 @@ fn blame_equals_git_blame_line_for_line() {
             .collect();
         assert_eq!(ours, theirs, "git blame {path}");
     }
-    assert!(repo.blame(at, BStr::new("blame.txt")).unwrap().commits.len() > 5);
+    assert!(
+        repo.blame(at, BStr::new("blame.txt")).expect("as the fixture has it").commits.len() > 5
+    );
 }
 
 #[test]
@@ -253,7 +297,7 @@ fn tree_listings_equal_git_ls_tree() {
     let fixture = fixture();
     let repo = open(&fixture.path);
     for hex in all_commits(&fixture.path) {
-        let tree = repo.commit_info(id(&hex)).unwrap().tree;
+        let tree = repo.commit_info(id(&hex)).expect("as the fixture has it").tree;
         for (recursive, flags) in [(false, "-l"), (true, "-rtl")] {
             let listing = repo.tree(tree, BStr::new(""), recursive).expect("a tree");
             let ours: Vec<BString> = listing
@@ -271,17 +315,27 @@ fn tree_listings_equal_git_ls_tree() {
                     line
                 })
                 .collect();
-            let theirs: Vec<BString> =
-                git(&fixture.path, &["ls-tree", flags, "-z", &hex]).split(|&b| b == 0).filter(|l| !l.is_empty()).map(BString::from).collect();
+            let theirs: Vec<BString> = git(&fixture.path, &["ls-tree", flags, "-z", &hex])
+                .split(|&b| b == 0)
+                .filter(|l| !l.is_empty())
+                .map(BString::from)
+                .collect();
             assert_eq!(ours, theirs, "git ls-tree {flags} {hex}");
         }
     }
-    let main = repo.commit_info(repo.resolve("main").unwrap().id).unwrap().tree;
-    let small = Repo::open(&fixture.path, Limits { tree_entries: 3, ..Limits::default() }).unwrap();
-    let cut = small.tree(main, BStr::new(""), true).unwrap();
+    let main = repo
+        .commit_info(repo.resolve("main").expect("as the fixture has it").id)
+        .expect("as the fixture has it")
+        .tree;
+    let small = Repo::open(&fixture.path, Limits { tree_entries: 3, ..Limits::default() })
+        .expect("as the fixture has it");
+    let cut = small.tree(main, BStr::new(""), true).expect("as the fixture has it");
     assert!(cut.truncated);
     assert_eq!(cut.entries.len(), 3);
-    assert!(matches!(repo.tree(main, BStr::new("nothing"), false), Err(platform_git::browse::BrowseError::NotFound { .. })));
+    assert!(matches!(
+        repo.tree(main, BStr::new("nothing"), false),
+        Err(platform_git::browse::BrowseError::NotFound { .. })
+    ));
 }
 
 fn unpack(tar_gz: &[u8]) -> BTreeSet<(BString, Vec<u8>)> {
@@ -297,7 +351,7 @@ fn unpack(tar_gz: &[u8]) -> BTreeSet<(BString, Vec<u8>)> {
         let mut content = Vec::new();
         if kind.is_symlink() {
             content.extend_from_slice(b"-> ");
-            content.extend_from_slice(&entry.link_name_bytes().expect("a target").into_owned());
+            content.extend_from_slice(&entry.link_name_bytes().expect("a target"));
         } else if kind.is_file() {
             std::io::Read::read_to_end(&mut entry, &mut content).expect("content");
             let mode = entry.header().mode().expect("a mode");
@@ -315,10 +369,11 @@ fn archives_unpack_to_git_archives_files() {
     let fixture = fixture();
     let repo = open(&fixture.path);
     for name in ["main", "v0.1", "v1.0", "feature"] {
-        let at = repo.resolve(name).unwrap().id;
+        let at = repo.resolve(name).expect("as the fixture has it").id;
         let mut ours = std::io::Cursor::new(Vec::new());
         repo.archive(at, "history-x", ArchiveFormat::TarGz, &mut ours).expect("an archive");
-        let theirs = git(&fixture.path, &["archive", "--format=tar.gz", "--prefix=history-x/", name]);
+        let theirs =
+            git(&fixture.path, &["archive", "--format=tar.gz", "--prefix=history-x/", name]);
         let ours = unpack(ours.get_ref());
         assert!(!ours.is_empty());
         assert_eq!(ours, unpack(&theirs), "git archive {name}");
@@ -326,7 +381,13 @@ fn archives_unpack_to_git_archives_files() {
     }
     let mut zip = std::io::Cursor::new(Vec::new());
     // Zip holds only UTF-8 names: v0.1 precedes the non-UTF-8 ones.
-    repo.archive(repo.resolve("v0.1").unwrap().id, "history-v0.1", ArchiveFormat::Zip, &mut zip).unwrap();
+    repo.archive(
+        repo.resolve("v0.1").expect("as the fixture has it").id,
+        "history-v0.1",
+        ArchiveFormat::Zip,
+        &mut zip,
+    )
+    .expect("as the fixture has it");
     assert_eq!(&zip.get_ref()[..2], b"PK");
 }
 
@@ -334,27 +395,60 @@ fn archives_unpack_to_git_archives_files() {
 fn refs_resolve_as_on_github() {
     let fixture = fixture();
     let repo = open(&fixture.path);
-    let main = String::from_utf8(git(&fixture.path, &["rev-parse", "main"])).unwrap().trim().to_owned();
-    assert_eq!(repo.resolve("main").unwrap().id.to_string(), main);
-    assert!(!repo.resolve("main").unwrap().immutable);
-    assert!(repo.resolve(&main).unwrap().immutable);
-    assert_eq!(repo.resolve(&main[..10]).unwrap().id.to_string(), main);
-    assert_eq!(repo.resolve("refs/heads/main").unwrap().id.to_string(), main);
-    let v1 = String::from_utf8(git(&fixture.path, &["rev-parse", "v1.0^{commit}"])).unwrap().trim().to_owned();
-    assert_eq!(repo.resolve("v1.0").unwrap().id.to_string(), v1);
-    let tag = repo.tag("v1.0").unwrap();
-    assert!(tag.annotated.as_ref().unwrap().message.contains("Release 1.0"));
-    assert!(repo.tag("v0.1").unwrap().annotated.is_none());
-    assert!(repo.branches().unwrap().iter().any(|branch| branch.name == "release/1.x"));
+    let main = String::from_utf8(git(&fixture.path, &["rev-parse", "main"]))
+        .expect("as the fixture has it")
+        .trim()
+        .to_owned();
+    assert_eq!(repo.resolve("main").expect("as the fixture has it").id.to_string(), main);
+    assert!(!repo.resolve("main").expect("as the fixture has it").immutable);
+    assert!(repo.resolve(&main).expect("as the fixture has it").immutable);
+    assert_eq!(repo.resolve(&main[..10]).expect("as the fixture has it").id.to_string(), main);
+    assert_eq!(
+        repo.resolve("refs/heads/main").expect("as the fixture has it").id.to_string(),
+        main
+    );
+    let v1 = String::from_utf8(git(&fixture.path, &["rev-parse", "v1.0^{commit}"]))
+        .expect("as the fixture has it")
+        .trim()
+        .to_owned();
+    assert_eq!(repo.resolve("v1.0").expect("as the fixture has it").id.to_string(), v1);
+    let tag = repo.tag("v1.0").expect("as the fixture has it");
+    assert!(tag.annotated.as_ref().expect("as the fixture has it").message.contains("Release 1.0"));
+    assert!(repo.tag("v0.1").expect("as the fixture has it").annotated.is_none());
+    assert!(
+        repo.branches()
+            .expect("as the fixture has it")
+            .iter()
+            .any(|branch| branch.name == "release/1.x")
+    );
     for bad in ["main..x", "a b", "x~1", "-x"] {
-        assert!(matches!(repo.resolve(bad), Err(platform_git::browse::BrowseError::Malformed { .. })), "{bad}");
+        assert!(
+            matches!(repo.resolve(bad), Err(platform_git::browse::BrowseError::Malformed { .. })),
+            "{bad}"
+        );
     }
-    assert!(matches!(repo.resolve("no-such-branch"), Err(platform_git::browse::BrowseError::NotFound { .. })));
-    let base = repo.merge_base(repo.resolve("feature").unwrap().id, repo.resolve("main").unwrap().id).unwrap();
-    let theirs = String::from_utf8(git(&fixture.path, &["merge-base", "feature", "main"])).unwrap();
-    assert_eq!(base.unwrap().to_string(), theirs.trim());
-    let (count, commits) = repo.commits_between(repo.resolve("v0.1").unwrap().id, repo.resolve("main").unwrap().id, 1000).unwrap();
-    let theirs = String::from_utf8(git(&fixture.path, &["rev-list", "--reverse", "v0.1..main"])).unwrap();
+    assert!(matches!(
+        repo.resolve("no-such-branch"),
+        Err(platform_git::browse::BrowseError::NotFound { .. })
+    ));
+    let base = repo
+        .merge_base(
+            repo.resolve("feature").expect("as the fixture has it").id,
+            repo.resolve("main").expect("as the fixture has it").id,
+        )
+        .expect("as the fixture has it");
+    let theirs = String::from_utf8(git(&fixture.path, &["merge-base", "feature", "main"]))
+        .expect("as the fixture has it");
+    assert_eq!(base.expect("as the fixture has it").to_string(), theirs.trim());
+    let (count, commits) = repo
+        .commits_between(
+            repo.resolve("v0.1").expect("as the fixture has it").id,
+            repo.resolve("main").expect("as the fixture has it").id,
+            1000,
+        )
+        .expect("as the fixture has it");
+    let theirs = String::from_utf8(git(&fixture.path, &["rev-list", "--reverse", "v0.1..main"]))
+        .expect("as the fixture has it");
     assert_eq!(count, theirs.lines().count());
     let ours: BTreeSet<String> = commits.iter().map(|c| c.id.to_string()).collect();
     assert_eq!(ours, theirs.lines().map(str::to_owned).collect());

@@ -47,6 +47,7 @@ use url::Url;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::browse::{Browser, Limits};
 use crate::permissions::{self, Access, Collaborator, Role};
 use crate::protection::{self, NewRule, ProtectedBranch, ProtectionError, PushAccess};
 use crate::records::{self, Listing, RecordError, RepoChanges, RepoRecord, Viewer};
@@ -65,6 +66,7 @@ pub struct RepoApi {
     accounts: Accounts,
     store: RepoStore,
     public_url: Url,
+    browser: Browser,
 }
 
 impl FromRef<RepoApi> for Key {
@@ -76,7 +78,13 @@ impl FromRef<RepoApi> for Key {
 impl RepoApi {
     /// Prepares the repository routes' state; `public_url` is `APP_DOMAIN_URL`.
     pub fn new(accounts: Accounts, store: RepoStore, public_url: Url) -> Self {
-        Self { accounts, store, public_url }
+        Self { accounts, store, public_url, browser: Browser::new(Limits::default()) }
+    }
+
+    /// Applies `limits` to the browsing routes instead of [`Limits::default`].
+    pub fn with_browse_limits(mut self, limits: Limits) -> Self {
+        self.browser = Browser::new(limits);
+        self
     }
 
     async fn connection(
@@ -108,9 +116,62 @@ impl RepoApi {
     }
 }
 
+mod browse;
+mod files;
+mod history;
+mod views;
+
+pub use browse::{PageQuery, RefQuery};
+pub use files::{FilePath, TreeQuery};
+pub use history::{CommitsQuery, RefPath};
+pub use views::*;
+
+/// Registers `routes` under an axum path with a wildcard last segment (refs and paths hold
+/// slashes), documented under the path their `utoipa::path` names.
+fn wildcard(
+    router: OpenApiRouter<RepoApi>,
+    axum_path: &str,
+    routes: utoipa_axum::router::UtoipaMethodRouter<RepoApi>,
+) -> OpenApiRouter<RepoApi> {
+    let (schemas, paths, method_router) = routes;
+    let mut router = router.route(axum_path, method_router);
+    let document = router.get_openapi_mut();
+    document.paths.paths.extend(paths.paths);
+    document.components.get_or_insert_with(Default::default).schemas.extend(schemas);
+    router
+}
+
+/// The browsing routes (see [`browse`]'s docs).
+fn browsing(router: OpenApiRouter<RepoApi>) -> OpenApiRouter<RepoApi> {
+    let base = "/api/repos/{owner}/{name}";
+    let router = router
+        .routes(routes!(history::list_branches))
+        .routes(routes!(history::list_tags))
+        .routes(routes!(history::list_commits))
+        .routes(routes!(files::get_root_contents))
+        .routes(routes!(files::get_root_readme))
+        .routes(routes!(files::get_languages));
+    let wildcards = [
+        ("branches/{*ref}", routes!(history::get_branch)),
+        ("tags/{*ref}", routes!(history::get_tag)),
+        ("commits/{*ref}", routes!(history::get_commit)),
+        ("compare/{*ref}", routes!(history::compare)),
+        ("git/trees/{*ref}", routes!(files::get_tree)),
+        ("contents/{*path}", routes!(files::get_contents)),
+        ("raw/{*path}", routes!(files::get_raw)),
+        ("blame/{*path}", routes!(files::get_blame)),
+        ("tarball/{*ref}", routes!(files::get_tarball)),
+        ("zipball/{*ref}", routes!(files::get_zipball)),
+        ("readme/{*path}", routes!(files::get_readme)),
+    ];
+    wildcards
+        .into_iter()
+        .fold(router, |router, (path, routes)| wildcard(router, &format!("{base}/{path}"), routes))
+}
+
 /// The routes (see the module docs), with their OpenAPI description.
 pub fn api(state: RepoApi) -> OpenApiRouter {
-    OpenApiRouter::new()
+    browsing(OpenApiRouter::new())
         .routes(routes!(list_repositories, create_repository))
         .routes(routes!(list_my_repositories))
         .routes(routes!(list_user_repositories))

@@ -63,6 +63,9 @@ impl Repo {
             modification_time: commit.committer.seconds,
         };
         gix_archive::write_stream_seek(&mut stream, |stream| stream.next_entry(), out, options)
-            .map_err(|error| BrowseError::Git { context: "cannot write an archive", source: Box::new(error) })
+            .map_err(|error| BrowseError::Git {
+                context: "cannot write an archive",
+                source: Box::new(error),
+            })
     }
 }

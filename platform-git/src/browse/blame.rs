@@ -3,8 +3,8 @@
 use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 
-use super::{BrowseError, CommitInfo, Repo, Result, display_path};
 use super::tree::EntryKind;
+use super::{BrowseError, CommitInfo, Repo, Result, display_path};
 
 /// Consecutive lines of a file that one commit last changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,10 +57,9 @@ impl Repo {
             rewrites: Some(gix::diff::Rewrites::default()),
             ..Default::default()
         };
-        let outcome = self
-            .repo
-            .blame_file(path, at, options)
-            .map_err(|error| BrowseError::Git { context: "cannot blame a file", source: Box::new(error) })?;
+        let outcome = self.repo.blame_file(path, at, options).map_err(|error| {
+            BrowseError::Git { context: "cannot blame a file", source: Box::new(error) }
+        })?;
         let mut ranges: Vec<BlameRange> = outcome
             .entries
             .iter()

@@ -168,7 +168,11 @@ impl Repo {
         self.diff_trees(parent_tree, commit.tree, patches)
     }
 
-    fn tree_changes(&self, old: Option<ObjectId>, new: ObjectId) -> Result<Vec<gix::diff::tree_with_rewrites::Change>> {
+    fn tree_changes(
+        &self,
+        old: Option<ObjectId>,
+        new: ObjectId,
+    ) -> Result<Vec<gix::diff::tree_with_rewrites::Change>> {
         let failed = BrowseError::git("cannot diff two trees");
         let empty = self.repo.empty_tree();
         let old_tree = match old {
@@ -215,7 +219,10 @@ impl Repo {
             },
             options,
         )
-        .map_err(|error| BrowseError::Git { context: "cannot diff two trees", source: Box::new(error) })?;
+        .map_err(|error| BrowseError::Git {
+            context: "cannot diff two trees",
+            source: Box::new(error),
+        })?;
         out.sort_by(|a, b| a.location().cmp(b.location()));
         Ok(out)
     }
@@ -264,7 +271,16 @@ impl Repo {
                     ..blank(status, location)
                 }
             }
-            Change::Rewrite { source_location, source_entry_mode, source_id, diff, entry_mode, id, location, .. } => {
+            Change::Rewrite {
+                source_location,
+                source_entry_mode,
+                source_id,
+                diff,
+                entry_mode,
+                id,
+                location,
+                ..
+            } => {
                 let similarity = diff.map_or(100, |stats| (stats.similarity * 100.0).floor() as u8);
                 FileChange {
                     previous_path: Some(source_location),
@@ -286,7 +302,8 @@ impl Repo {
         if side.kind == GixKind::Commit {
             return Ok(Some(format!("Subproject commit {}\n", side.id).into_bytes()));
         }
-        let header = self.repo.find_header(side.id).map_err(BrowseError::git("cannot read a blob"))?;
+        let header =
+            self.repo.find_header(side.id).map_err(BrowseError::git("cannot read a blob"))?;
         if header.size() > self.limits.diff_blob_bytes {
             return Ok(None);
         }
@@ -303,7 +320,9 @@ impl Repo {
         if file.old_id == file.new_id {
             return Ok(());
         }
-        let (Some(before), Some(after)) = (self.side_content(old.as_ref())?, self.side_content(new.as_ref())?) else {
+        let (Some(before), Some(after)) =
+            (self.side_content(old.as_ref())?, self.side_content(new.as_ref())?)
+        else {
             file.truncated = true;
             return Ok(());
         };
@@ -324,9 +343,17 @@ impl Repo {
             if lines > self.limits.patch_lines_per_file {
                 file.truncated = true;
             } else {
-                let hunks = UnifiedDiff::new(&line_diff, &input, GitHunks::default(), ContextSize::symmetrical(3))
-                    .consume()
-                    .map_err(|error| BrowseError::Git { context: "cannot write a patch", source: Box::new(error) })?;
+                let hunks = UnifiedDiff::new(
+                    &line_diff,
+                    &input,
+                    GitHunks::default(),
+                    ContextSize::symmetrical(3),
+                )
+                .consume()
+                .map_err(|error| BrowseError::Git {
+                    context: "cannot write a patch",
+                    source: Box::new(error),
+                })?;
                 file.patch = Some(hunks);
             }
         }
@@ -352,8 +379,13 @@ impl Repo {
                 patch: None,
                 ..file.clone()
             };
-            let mut added =
-                FileChange { status: ChangeStatus::Added, old_id: None, old_mode: None, patch: None, ..file.clone() };
+            let mut added = FileChange {
+                status: ChangeStatus::Added,
+                old_id: None,
+                old_mode: None,
+                patch: None,
+                ..file.clone()
+            };
             for half in [&mut removed, &mut added] {
                 self.count_lines(half, !file.truncated)?;
                 write_file_diff(half, out);
@@ -372,8 +404,11 @@ impl Repo {
         let total = commits.len();
         for (index, commit) in commits.iter().enumerate() {
             let diff = self.commit_diff(commit, true)?;
-            let numbering =
-                if total > 1 { format!("[PATCH {}/{}]", index + 1, total) } else { "[PATCH]".to_owned() };
+            let numbering = if total > 1 {
+                format!("[PATCH {}/{}]", index + 1, total)
+            } else {
+                "[PATCH]".to_owned()
+            };
             let date = commit.author.local_time();
             let (subject, body) = match commit.message.split_once('\n') {
                 Some((subject, body)) => (subject, body.trim_start_matches('\n')),
@@ -435,7 +470,11 @@ struct GitHunks {
 impl ConsumeHunk for GitHunks {
     type Out = BString;
 
-    fn consume_hunk(&mut self, header: HunkHeader, lines: &[(DiffLineKind, &[u8])]) -> std::io::Result<()> {
+    fn consume_hunk(
+        &mut self,
+        header: HunkHeader,
+        lines: &[(DiffLineKind, &[u8])],
+    ) -> std::io::Result<()> {
         self.out.push_str(format!(
             "@@ -{} +{} @@\n",
             range_text(header.before_hunk_start, header.before_hunk_len),
@@ -468,7 +507,7 @@ fn range_text(start: u32, len: u32) -> String {
 
 /// Quotes a path the way git does when it holds bytes that are not printable ASCII.
 fn quoted(prefix: &str, path: &BStr) -> String {
-    let needs_quotes = path.iter().any(|&b| b < 0x20 || b >= 0x7f || b == b'"' || b == b'\\');
+    let needs_quotes = path.iter().any(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\');
     if !needs_quotes {
         return format!("{prefix}{path}");
     }
@@ -502,10 +541,16 @@ fn write_file_diff(file: &FileChange, out: &mut Vec<u8>) {
     let mode = |mode: Option<u32>| format!("{:06o}", mode.unwrap_or(0));
     match file.status {
         ChangeStatus::Added => out.push_str(format!("new file mode {}\n", mode(file.new_mode))),
-        ChangeStatus::Removed => out.push_str(format!("deleted file mode {}\n", mode(file.old_mode))),
+        ChangeStatus::Removed => {
+            out.push_str(format!("deleted file mode {}\n", mode(file.old_mode)))
+        }
         _ => {
             if file.old_mode != file.new_mode {
-                out.push_str(format!("old mode {}\nnew mode {}\n", mode(file.old_mode), mode(file.new_mode)));
+                out.push_str(format!(
+                    "old mode {}\nnew mode {}\n",
+                    mode(file.old_mode),
+                    mode(file.new_mode)
+                ));
             }
             if file.status == ChangeStatus::Renamed {
                 out.push_str(format!(
@@ -527,19 +572,25 @@ fn write_file_diff(file: &FileChange, out: &mut Vec<u8>) {
         short(file.new_id),
         if unchanged_mode { format!(" {}", mode(file.old_mode)) } else { String::new() }
     ));
-    let old_name = if file.old_id.is_some() { quoted("a/", old_path) } else { "/dev/null".to_owned() };
-    let new_name = if file.new_id.is_some() { quoted("b/", new_path) } else { "/dev/null".to_owned() };
+    let old_name =
+        if file.old_id.is_some() { quoted("a/", old_path) } else { "/dev/null".to_owned() };
+    let new_name =
+        if file.new_id.is_some() { quoted("b/", new_path) } else { "/dev/null".to_owned() };
     if file.binary {
         out.push_str(format!("Binary files {old_name} and {new_name} differ\n"));
         return;
     }
-    if let Some(patch) = &file.patch {
-        if !patch.is_empty() {
-            // git ends these names with a tab when they hold a space, so tools can tell where a
-            // name ends.
-            let tab = |name: &str| if name.contains(' ') { "\t" } else { "" };
-            out.push_str(format!("--- {old_name}{}\n+++ {new_name}{}\n", tab(&old_name), tab(&new_name)));
-            out.extend_from_slice(patch);
-        }
+    if let Some(patch) = &file.patch
+        && !patch.is_empty()
+    {
+        // git ends these names with a tab when they hold a space, so tools can tell where a
+        // name ends.
+        let tab = |name: &str| if name.contains(' ') { "\t" } else { "" };
+        out.push_str(format!(
+            "--- {old_name}{}\n+++ {new_name}{}\n",
+            tab(&old_name),
+            tab(&new_name)
+        ));
+        out.extend_from_slice(patch);
     }
 }

@@ -61,7 +61,13 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     fn new(repo: &'a Repo) -> Self {
-        Self { repo, queue: BinaryHeap::new(), queued: HashSet::new(), order: 0, entries: HashMap::new() }
+        Self {
+            repo,
+            queue: BinaryHeap::new(),
+            queued: HashSet::new(),
+            order: 0,
+            entries: HashMap::new(),
+        }
     }
 
     fn push(&mut self, id: ObjectId) -> Result<()> {
@@ -80,7 +86,8 @@ impl<'a> Walk<'a> {
         if let Some(state) = self.entries.get(&tree) {
             return Ok(*state);
         }
-        let tree_object = self.repo.repo.find_tree(tree).map_err(BrowseError::git("cannot read a tree"))?;
+        let tree_object =
+            self.repo.repo.find_tree(tree).map_err(BrowseError::git("cannot read a tree"))?;
         let entry = tree_object
             .lookup_entry(path.split(|&b| b == b'/'))
             .map_err(BrowseError::git("cannot look up a path"))?;
@@ -107,7 +114,7 @@ impl Repo {
         let mut steps = 0u32;
         while let Some((_, _, id)) = walk.queue.pop() {
             steps += 1;
-            if steps % 128 == 0 {
+            if steps.is_multiple_of(128) {
                 deadline.check()?;
             }
             let info = self.commit_info(id)?;
@@ -206,7 +213,7 @@ impl Repo {
         let mut steps = 0u32;
         while let Some((_, _, id)) = queue.pop() {
             steps += 1;
-            if steps % 128 == 0 {
+            if steps.is_multiple_of(128) {
                 deadline.check()?;
             }
             let info = self.commit_info(id)?;
@@ -242,7 +249,10 @@ impl Repo {
     pub fn merge_base(&self, one: ObjectId, two: ObjectId) -> Result<Option<ObjectId>> {
         match self.repo.merge_base(one, two) {
             Ok(id) => Ok(id.map(gix::Id::detach)),
-            Err(error) => Err(BrowseError::Git { context: "cannot find a merge base", source: Box::new(error) }),
+            Err(error) => Err(BrowseError::Git {
+                context: "cannot find a merge base",
+                source: Box::new(error),
+            }),
         }
     }
 }

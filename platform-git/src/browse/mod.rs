@@ -172,7 +172,10 @@ pub struct Browser {
 
 impl std::fmt::Debug for Browser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Browser").field("open", &self.repos.len()).field("limits", &self.limits).finish()
+        f.debug_struct("Browser")
+            .field("open", &self.repos.len())
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -221,7 +224,13 @@ impl Browser {
     /// # Errors
     ///
     /// As [`Browser::run`], and [`BrowseError::TooSlow`].
-    pub async fn run_within<T, F>(&self, limit: Duration, what: &'static str, path: PathBuf, work: F) -> Result<T>
+    pub async fn run_within<T, F>(
+        &self,
+        limit: Duration,
+        what: &'static str,
+        path: PathBuf,
+        work: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Repo) -> Result<T> + Send + 'static,
@@ -396,7 +405,9 @@ pub fn check_path(path: &[u8]) -> Result<&BStr> {
     if trimmed.contains(&0) {
         return Err(malformed("a path cannot contain NUL"));
     }
-    if !trimmed.is_empty() && trimmed.split(|&b| b == b'/').any(|s| s.is_empty() || s == b"." || s == b"..") {
+    if !trimmed.is_empty()
+        && trimmed.split(|&b| b == b'/').any(|s| s.is_empty() || s == b"." || s == b"..")
+    {
         return Err(malformed("a path cannot contain empty, `.` or `..` segments"));
     }
     Ok(trimmed.as_bstr())

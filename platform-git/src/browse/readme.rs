@@ -37,7 +37,10 @@ pub fn render_markdown(markdown: &str) -> String {
         | Options::ENABLE_FOOTNOTES;
     let mut rendered = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut rendered, Parser::new_ext(markdown, options));
-    ammonia::Builder::default().link_rel(Some("nofollow noopener noreferrer")).clean(&rendered).to_string()
+    ammonia::Builder::default()
+        .link_rel(Some("nofollow noopener noreferrer"))
+        .clean(&rendered)
+        .to_string()
 }
 
 fn render(name: &BStr, content: &[u8]) -> String {

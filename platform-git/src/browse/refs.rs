@@ -57,10 +57,13 @@ fn check_ref_name(name: &str) -> Result<()> {
         return Err(malformed("a ref cannot start with `-`"));
     }
     if name.bytes().any(|b| b.is_ascii_control() || b" ~^:?*[\\".contains(&b)) {
-        return Err(malformed("a ref cannot contain spaces, control characters or any of ~^:?*[\\"));
+        return Err(malformed(
+            "a ref cannot contain spaces, control characters or any of ~^:?*[\\",
+        ));
     }
-    gix::validate::reference::name_partial(name.as_bytes().as_bstr())
-        .map_err(|_| malformed("git does not allow this ref name (`..`, `@{`, `.lock`, `//` ...)"))?;
+    gix::validate::reference::name_partial(name.as_bytes().as_bstr()).map_err(|_| {
+        malformed("git does not allow this ref name (`..`, `@{`, `.lock`, `//` ...)")
+    })?;
     Ok(())
 }
 
@@ -104,19 +107,18 @@ impl Repo {
                 return Ok(Resolved { id: commit, immutable: false });
             }
         }
-        if (7..40).contains(&name.len()) && is_hex(name) {
-            if let Ok(prefix) = gix::hash::Prefix::from_hex(name) {
-                let found = self
-                    .repo
-                    .objects
-                    .lookup_prefix(prefix, None)
-                    .map_err(|error| BrowseError::Git {
-                        context: "cannot look up an abbreviated id",
-                        source: Box::new(error),
-                    })?;
-                if let Some(Ok(id)) = found {
-                    return Ok(Resolved { id: self.peel_to_commit(id, name)?, immutable: false });
+        if (7..40).contains(&name.len())
+            && is_hex(name)
+            && let Ok(prefix) = gix::hash::Prefix::from_hex(name)
+        {
+            let found = self.repo.objects.lookup_prefix(prefix, None).map_err(|error| {
+                BrowseError::Git {
+                    context: "cannot look up an abbreviated id",
+                    source: Box::new(error),
                 }
+            })?;
+            if let Some(Ok(id)) = found {
+                return Ok(Resolved { id: self.peel_to_commit(id, name)?, immutable: false });
             }
         }
         Err(BrowseError::not_found("ref", name))
@@ -206,7 +208,8 @@ impl Repo {
     }
 
     fn tag_at(&self, name: String, target: ObjectId) -> Result<Tag> {
-        let object = self.repo.try_find_object(target).map_err(BrowseError::git("cannot read a tag"))?;
+        let object =
+            self.repo.try_find_object(target).map_err(BrowseError::git("cannot read a tag"))?;
         let Some(object) = object else { return Ok(Tag { name, commit: None, annotated: None }) };
         let annotated = if object.kind == gix::object::Kind::Tag {
             let tag = object.clone().into_tag();
@@ -241,7 +244,10 @@ mod tests {
 
     #[test]
     fn names_git_refuses_are_malformed() {
-        for bad in ["", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "a@{1}", "a.lock", "a//b", "a/"] {
+        for bad in [
+            "", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "a@{1}",
+            "a.lock", "a//b", "a/",
+        ] {
             assert!(check_ref_name(bad).is_err(), "{bad:?} passed");
         }
         for good in ["main", "release/1.x", "v1.0", "refs/heads/main", "feature-x_y"] {

@@ -131,7 +131,13 @@ impl Repo {
     /// Finds `path` in tree `root`: the root itself for an empty path.
     pub(super) fn entry_at(&self, root: ObjectId, path: &BStr) -> Result<TreeEntry> {
         if path.is_empty() {
-            return Ok(TreeEntry { path: BString::default(), name: BString::default(), kind: EntryKind::Dir, id: root, size: None });
+            return Ok(TreeEntry {
+                path: BString::default(),
+                name: BString::default(),
+                kind: EntryKind::Dir,
+                id: root,
+                size: None,
+            });
         }
         let tree = self.repo.find_tree(root).map_err(BrowseError::git("cannot read a tree"))?;
         let entry = tree
@@ -146,9 +152,9 @@ impl Repo {
 
     fn blob_size(&self, kind: EntryKind, id: ObjectId) -> Result<Option<u64>> {
         Ok(match kind {
-            EntryKind::File | EntryKind::Executable | EntryKind::Symlink => {
-                Some(self.repo.find_header(id).map_err(BrowseError::git("cannot read a blob"))?.size())
-            }
+            EntryKind::File | EntryKind::Executable | EntryKind::Symlink => Some(
+                self.repo.find_header(id).map_err(BrowseError::git("cannot read a blob"))?.size(),
+            ),
             EntryKind::Dir | EntryKind::Submodule => None,
         })
     }
@@ -249,7 +255,9 @@ impl Repo {
                 let data = self.blob(entry.id)?;
                 Ok((entry, data))
             }
-            EntryKind::Dir | EntryKind::Submodule => Err(BrowseError::not_found("file", display_path(path))),
+            EntryKind::Dir | EntryKind::Submodule => {
+                Err(BrowseError::not_found("file", display_path(path)))
+            }
         }
     }
 
@@ -279,7 +287,10 @@ impl Repo {
         };
         for name in modules.names() {
             if modules.path(name).is_ok_and(|candidate| candidate.as_bstr() == path) {
-                return Ok(modules.url(name).ok().map(|url| url.to_bstring().to_str_lossy().into_owned()));
+                return Ok(modules
+                    .url(name)
+                    .ok()
+                    .map(|url| url.to_bstring().to_str_lossy().into_owned()));
             }
         }
         Ok(None)
