@@ -440,16 +440,42 @@ fn refs_resolve_as_on_github() {
     let theirs = String::from_utf8(git(&fixture.path, &["merge-base", "feature", "main"]))
         .expect("as the fixture has it");
     assert_eq!(base.expect("as the fixture has it").to_string(), theirs.trim());
-    let (count, commits) = repo
-        .commits_between(
-            repo.resolve("v0.1").expect("as the fixture has it").id,
-            repo.resolve("main").expect("as the fixture has it").id,
-            1000,
-        )
-        .expect("as the fixture has it");
-    let theirs = String::from_utf8(git(&fixture.path, &["rev-list", "--reverse", "v0.1..main"]))
-        .expect("as the fixture has it");
-    assert_eq!(count, theirs.lines().count());
-    let ours: BTreeSet<String> = commits.iter().map(|c| c.id.to_string()).collect();
-    assert_eq!(ours, theirs.lines().map(str::to_owned).collect());
+}
+
+#[test]
+fn divergence_of_every_pair_of_refs_equals_git_rev_list() {
+    let fixture = fixture();
+    let repo = open(&fixture.path);
+    let names = ["main", "feature", "topic2", "trivial", "release/1.x", "v0.1", "v1.0"];
+    for base in names {
+        for head in names {
+            let divergence = repo
+                .divergence(
+                    repo.resolve(base).expect("a ref").id,
+                    repo.resolve(head).expect("a ref").id,
+                    1000,
+                )
+                .expect("a divergence");
+            let counts = String::from_utf8(git(
+                &fixture.path,
+                &["rev-list", "--left-right", "--count", &format!("{base}...{head}")],
+            ))
+            .expect("numbers");
+            let counts: Vec<usize> =
+                counts.split_whitespace().map(|n| n.parse().expect("a number")).collect();
+            assert_eq!(
+                (divergence.behind, divergence.ahead),
+                (counts[0], counts[1]),
+                "{base}...{head}"
+            );
+            let theirs = String::from_utf8(git(
+                &fixture.path,
+                &["rev-list", "--reverse", &format!("{base}..{head}")],
+            ))
+            .expect("ids");
+            let ours: BTreeSet<String> =
+                divergence.commits.iter().map(|c| c.id.to_string()).collect();
+            assert_eq!(ours, theirs.lines().map(str::to_owned).collect(), "{base}..{head}");
+        }
+    }
 }

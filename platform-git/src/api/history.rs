@@ -396,7 +396,7 @@ pub(super) async fn compare(
                 return Ok((freshness, None));
             }
             let limit = repo.limits().compare_commits;
-            let (ahead, commits) = repo.commits_between(base.id, head.id, limit)?;
+            let divergence = repo.divergence(base.id, head.id, limit)?;
             let merge_base = repo.merge_base(base.id, head.id)?;
             let from_tree = match merge_base {
                 Some(id) => Some(repo.commit_info(id)?.tree),
@@ -405,15 +405,14 @@ pub(super) async fn compare(
             let head_info = repo.commit_info(head.id)?;
             let answer = match representation {
                 Representation::Json => {
-                    let (behind, _) = repo.commits_between(head.id, base.id, 0)?;
                     let diff = repo.diff_trees(from_tree, head_info.tree, true)?;
                     Answer::Compare(Box::new(CompareParts {
                         base: repo.commit_info(base.id)?,
                         head: head.id,
                         merge_base: merge_base.map(|id| repo.commit_info(id)).transpose()?,
-                        ahead,
-                        behind,
-                        commits,
+                        ahead: divergence.ahead,
+                        behind: divergence.behind,
+                        commits: divergence.commits,
                         diff,
                     }))
                 }
@@ -425,7 +424,7 @@ pub(super) async fn compare(
                 }
                 Representation::Patch => {
                     let mut out = Vec::new();
-                    repo.write_patches(&commits, &mut out)?;
+                    repo.write_patches(&divergence.commits, &mut out)?;
                     Answer::Text(out, representation)
                 }
             };

@@ -51,9 +51,20 @@ pub struct LogPage {
 /// An entry's id and mode: what "the path changed" compares.
 type EntryState = Option<(ObjectId, u16)>;
 
+/// What a walk needs of a commit, read once without decoding its people or message.
+#[derive(Clone, Debug)]
+struct Node {
+    time: i64,
+    tree: ObjectId,
+    parents: Vec<ObjectId>,
+}
+
+/// A date-ordered walk (git's default order: newest committer date first, ties in the order
+/// commits were queued), with each commit's [`Node`] read once.
 struct Walk<'a> {
     repo: &'a Repo,
     queue: BinaryHeap<(i64, Reverse<u64>, ObjectId)>,
+    nodes: HashMap<ObjectId, Node>,
     queued: HashSet<ObjectId>,
     order: u64,
     entries: HashMap<ObjectId, EntryState>,
@@ -64,37 +75,65 @@ impl<'a> Walk<'a> {
         Self {
             repo,
             queue: BinaryHeap::new(),
+            nodes: HashMap::new(),
             queued: HashSet::new(),
             order: 0,
             entries: HashMap::new(),
         }
     }
 
+    fn node(&mut self, id: ObjectId) -> Result<&Node> {
+        if !self.nodes.contains_key(&id) {
+            let commit = self.repo.commit(id)?;
+            let failed = |error| BrowseError::Git {
+                context: "cannot decode a commit",
+                source: Box::new(error),
+            };
+            let mut iter = gix::objs::CommitRefIter::from_bytes(&commit.data, id.kind());
+            let tree = iter.tree_id().map_err(failed)?;
+            let parents: Vec<ObjectId> = iter.clone().parent_ids().collect();
+            let time = iter.committer().map(|signature| signature.seconds()).unwrap_or_default();
+            self.nodes.insert(id, Node { time, tree, parents });
+        }
+        Ok(&self.nodes[&id])
+    }
+
+    /// Queues `id` unless it was queued before.
     fn push(&mut self, id: ObjectId) -> Result<()> {
         if !self.queued.insert(id) {
             return Ok(());
         }
-        let commit = self.repo.commit(id)?;
-        let time = commit.time().map(|time| time.seconds).unwrap_or_default();
+        let time = self.node(id)?.time;
         self.order += 1;
         self.queue.push((time, Reverse(self.order), id));
         Ok(())
     }
 
-    /// The state of `path` in commit `id`'s tree, memoised by tree.
+    /// The state of `path` in `tree`, memoised by tree.
     fn entry(&mut self, tree: ObjectId, path: &BStr) -> Result<EntryState> {
         if let Some(state) = self.entries.get(&tree) {
             return Ok(*state);
         }
-        let tree_object =
-            self.repo.repo.find_tree(tree).map_err(BrowseError::git("cannot read a tree"))?;
-        let entry = tree_object
-            .lookup_entry(path.split(|&b| b == b'/'))
-            .map_err(BrowseError::git("cannot look up a path"))?;
-        let state = entry.map(|entry| (entry.object_id(), entry.mode().value()));
+        let entry = self.repo.lookup(tree, path)?;
+        let state = entry.map(|(mode, id)| (id, mode.value()));
         self.entries.insert(tree, state);
         Ok(state)
     }
+}
+
+/// Which tips reach a commit, in a comparison's walk.
+const FROM_BASE: u8 = 1;
+const FROM_HEAD: u8 = 2;
+
+/// How two commits' histories relate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// Commits reachable from head and not from base (`git rev-list --count base..head`).
+    pub ahead: usize,
+    /// Commits reachable from base and not from head.
+    pub behind: usize,
+    /// The first of the `ahead` commits, oldest first, as many as asked for.
+    pub commits: Vec<CommitInfo>,
 }
 
 impl Repo {
@@ -112,24 +151,24 @@ impl Repo {
         let mut skipped = 0;
         let mut commits = Vec::new();
         let mut steps = 0u32;
-        while let Some((_, _, id)) = walk.queue.pop() {
+        while let Some((time, _, id)) = walk.queue.pop() {
             steps += 1;
             if steps.is_multiple_of(128) {
                 deadline.check()?;
             }
-            let info = self.commit_info(id)?;
+            let node = walk.node(id)?.clone();
             let shown = match &query.path {
                 None => {
-                    for parent in &info.parents {
+                    for parent in &node.parents {
                         walk.push(*parent)?;
                     }
                     true
                 }
                 Some(path) => {
-                    let mine = walk.entry(info.tree, path.as_ref())?;
+                    let mine = walk.entry(node.tree, path.as_ref())?;
                     let mut same_parent = None;
-                    for parent in &info.parents {
-                        let parent_tree = self.commit_info(*parent)?.tree;
+                    for parent in &node.parents {
+                        let parent_tree = walk.node(*parent)?.tree;
                         if walk.entry(parent_tree, path.as_ref())? == mine {
                             same_parent = Some(*parent);
                             break;
@@ -141,15 +180,29 @@ impl Repo {
                             false
                         }
                         None => {
-                            for parent in &info.parents {
+                            for parent in &node.parents {
                                 walk.push(*parent)?;
                             }
-                            !info.parents.is_empty() || mine.is_some()
+                            !node.parents.is_empty() || mine.is_some()
                         }
                     }
                 }
             };
-            if !shown || !matches(&info, query, author.as_deref()) {
+            if !shown
+                || query.since.is_some_and(|since| time < since)
+                || query.until.is_some_and(|until| time > until)
+            {
+                continue;
+            }
+            // People and message are decoded only for commits a filter or the page needs.
+            let info = if author.is_some() || skipped >= query.skip {
+                Some(self.commit_info(id)?)
+            } else {
+                None
+            };
+            if let (Some(author), Some(info)) = (author.as_deref(), &info)
+                && !by(info, author)
+            {
                 continue;
             }
             if skipped < query.skip {
@@ -159,73 +212,58 @@ impl Repo {
             if commits.len() == query.limit {
                 return Ok(LogPage { commits, more: true });
             }
-            commits.push(info);
+            commits.extend(info);
         }
         Ok(LogPage { commits, more: false })
     }
 
-    /// Counts the commits reachable from `head` but not from `base` (`git rev-list base..head`),
-    /// and lists the first `limit` of them oldest first, as a comparison shows them.
+    /// Tells how `head` and `base` diverged (`git rev-list --left-right --count base...head`),
+    /// listing the first `limit` commits `head` has that `base` lacks, oldest first.
     ///
-    /// Both sides are walked together by date, the way git limits a walk: what `base` reaches is
-    /// marked uninteresting, and the walk ends once only uninteresting commits are queued (plus a
-    /// few more, for clocks that went backwards), so an old base costs no walk to the root.
+    /// Both tips are walked together by date, each commit marked with the tips that reach it,
+    /// the way git limits a walk: the walk ends once every queued commit is reached from both
+    /// (plus a few more, for clocks that went backwards), so a long shared history is not
+    /// walked to its root.
     ///
     /// # Errors
     ///
     /// [`BrowseError::TooSlow`] past [`Limits::walk_time`](super::Limits::walk_time).
-    pub fn commits_between(
-        &self,
-        base: ObjectId,
-        head: ObjectId,
-        limit: usize,
-    ) -> Result<(usize, Vec<CommitInfo>)> {
-        /// Extra commits popped after only uninteresting ones remain (git's SLOP).
+    pub fn divergence(&self, base: ObjectId, head: ObjectId, limit: usize) -> Result<Divergence> {
+        /// Extra commits popped once only shared ones are queued (git's SLOP).
         const SLOP: u32 = 5;
         let deadline = Deadline::after(self.limits.walk_time, "the comparison");
-        let mut uninteresting: HashMap<ObjectId, bool> = HashMap::new();
-        let mut parents_of: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
-        let mut queue = BinaryHeap::new();
-        let mut order = 0u64;
-        let mut enqueue = |id: ObjectId,
-                           hidden: bool,
-                           uninteresting: &mut HashMap<ObjectId, bool>,
-                           parents_of: &HashMap<ObjectId, Vec<ObjectId>>,
-                           queue: &mut BinaryHeap<(i64, Reverse<u64>, ObjectId)>|
-         -> Result<()> {
-            match uninteresting.get(&id).copied() {
-                Some(true) => {}
-                Some(false) if hidden => mark_hidden(id, uninteresting, parents_of),
-                Some(false) => {}
-                None => {
-                    uninteresting.insert(id, hidden);
-                    let time = self.commit(id)?.time().map(|time| time.seconds).unwrap_or_default();
-                    order += 1;
-                    queue.push((time, Reverse(order), id));
-                }
-            }
-            Ok(())
-        };
-        enqueue(head, false, &mut uninteresting, &parents_of, &mut queue)?;
-        enqueue(base, true, &mut uninteresting, &parents_of, &mut queue)?;
-        let mut shown = Vec::new();
+        let mut walk = Walk::new(self);
+        let mut reach: HashMap<ObjectId, u8> = HashMap::new();
+        let mut popped = Vec::new();
+        reach.insert(base, FROM_BASE);
+        *reach.entry(head).or_default() |= FROM_HEAD;
+        walk.push(base)?;
+        walk.push(head)?;
         let mut slop = SLOP;
         let mut steps = 0u32;
-        while let Some((_, _, id)) = queue.pop() {
+        while let Some((_, _, id)) = walk.queue.pop() {
             steps += 1;
             if steps.is_multiple_of(128) {
                 deadline.check()?;
             }
-            let info = self.commit_info(id)?;
-            let hidden = uninteresting.get(&id).copied().unwrap_or(false);
-            for parent in &info.parents {
-                enqueue(*parent, hidden, &mut uninteresting, &parents_of, &mut queue)?;
+            let marks = reach.get(&id).copied().unwrap_or_default();
+            let parents = walk.node(id)?.parents.clone();
+            for parent in parents {
+                let known = reach.get(&parent).copied();
+                match known {
+                    None => {
+                        reach.insert(parent, marks);
+                        walk.push(parent)?;
+                    }
+                    Some(old) if old | marks != old => {
+                        spread(parent, marks, &mut reach, &walk.nodes)
+                    }
+                    Some(_) => {}
+                }
             }
-            parents_of.insert(id, info.parents.clone());
-            if !hidden {
-                shown.push(info);
-            }
-            if queue.iter().all(|(_, _, id)| uninteresting.get(id).copied().unwrap_or(false)) {
+            popped.push(id);
+            let shared = FROM_BASE | FROM_HEAD;
+            if walk.queue.iter().all(|(_, _, id)| reach.get(id) == Some(&shared)) {
                 slop -= 1;
                 if slop == 0 {
                     break;
@@ -234,11 +272,16 @@ impl Repo {
                 slop = SLOP;
             }
         }
-        shown.retain(|info| !uninteresting.get(&info.id).copied().unwrap_or(false));
-        let count = shown.len();
-        shown.reverse();
-        shown.truncate(limit);
-        Ok((count, shown))
+        let ahead: Vec<ObjectId> =
+            popped.iter().filter(|id| reach.get(*id) == Some(&FROM_HEAD)).copied().collect();
+        let behind = popped.iter().filter(|id| reach.get(*id) == Some(&FROM_BASE)).count();
+        let commits = ahead
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|id| self.commit_info(*id))
+            .collect::<Result<_>>()?;
+        Ok(Divergence { ahead: ahead.len(), behind, commits })
     }
 
     /// Returns the best common ancestor of `one` and `two`, if they have one.
@@ -257,34 +300,28 @@ impl Repo {
     }
 }
 
-/// Marks `id` and everything below it that the walk has seen as reachable from the base.
-fn mark_hidden(
+/// Adds `marks` to `id` and to every commit below it that the walk has read.
+fn spread(
     id: ObjectId,
-    uninteresting: &mut HashMap<ObjectId, bool>,
-    parents_of: &HashMap<ObjectId, Vec<ObjectId>>,
+    marks: u8,
+    reach: &mut HashMap<ObjectId, u8>,
+    nodes: &HashMap<ObjectId, Node>,
 ) {
     let mut stack = vec![id];
     while let Some(id) = stack.pop() {
-        if uninteresting.insert(id, true) == Some(true) {
+        let entry = reach.entry(id).or_default();
+        if *entry | marks == *entry {
             continue;
         }
-        if let Some(parents) = parents_of.get(&id) {
-            stack.extend(parents.iter().copied());
+        *entry |= marks;
+        // Only into commits the walk already reached: the others get their marks when the
+        // commit above them is popped.
+        if let Some(node) = nodes.get(&id) {
+            stack.extend(node.parents.iter().copied().filter(|parent| reach.contains_key(parent)));
         }
     }
 }
 
-fn matches(info: &CommitInfo, query: &LogQuery, author: Option<&str>) -> bool {
-    if query.since.is_some_and(|since| info.committer.seconds < since) {
-        return false;
-    }
-    if query.until.is_some_and(|until| info.committer.seconds > until) {
-        return false;
-    }
-    match author {
-        None => true,
-        Some(author) => {
-            info.author.email.to_lowercase() == author || info.author.name.to_lowercase() == author
-        }
-    }
+fn by(info: &CommitInfo, author: &str) -> bool {
+    info.author.email.to_lowercase() == author || info.author.name.to_lowercase() == author
 }

@@ -49,7 +49,7 @@ pub use archive::ArchiveFormat;
 pub use blame::{Blame, BlameRange};
 pub use diff::{ChangeStatus, Diff, FileChange, Patch, PatchFormat};
 pub use languages::{Languages, language_of};
-pub use log::{LogPage, LogQuery};
+pub use log::{Divergence, LogPage, LogQuery};
 pub use readme::{Readme, render_markdown};
 pub use refs::{Branch, Resolved, Tag, TagInfo};
 pub use tree::{Contents, EntryKind, TreeEntry, TreeListing};
@@ -120,6 +120,10 @@ pub enum BrowseError {
     /// The answer would pass a bound of [`Limits`] that cannot be met by truncating.
     #[error("{0}")]
     TooLarge(String),
+    /// What was asked for cannot be made of this repository (a zip archive of names that are
+    /// not UTF-8).
+    #[error("{0}")]
+    Unsupported(String),
     /// The work took longer than its limit.
     #[error("{what} took longer than the limit of {} s; narrow it down", limit.as_secs())]
     TooSlow {
