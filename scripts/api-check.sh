@@ -71,6 +71,10 @@ token=$(curl -sf -b "$work/cookies" -X POST "$base/api/user/tokens" -H "x-csrf-t
   -H 'content-type: application/json' -d '{"name":"fuzzer","scopes":["admin"]}' | json "['token']")
 curl -sf -X POST "$base/api/repos" -H "authorization: Bearer $token" -H 'content-type: application/json' \
   -d '{"name":"engine","description":"fuzzed"}' >/dev/null
+# A history with everything the browsing routes read (renames, binary files, symlinks, a
+# submodule, tags), so their operations answer from real content, not only with 404.
+bash platform-git/tests/fixtures/browse-history.sh "$work/fixture"
+git -C "$work/fixture/history.git" push --quiet --mirror "$work/repos/fuzzer/engine.git"
 
 # Our rules (reserved names, password strength, token validity) are stricter than a JSON schema
 # can say, so a schema-valid request may be refused with 422: that check alone is left out.

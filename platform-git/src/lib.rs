@@ -17,7 +17,8 @@
 //! - [`ssh`] serves the same over SSH (russh), running git commands and nothing else; both
 //!   transports share [`transport`].
 //!
-//! `platform-git` will also read refs, trees, blobs, commits and diffs with gix.
+//! - [`browse`] reads refs, history, trees, blobs, diffs, blame and archives with gix, served by
+//!   [`api`] under `/api/repos/{owner}/{name}/...`.
 //!
 //! It depends on `platform-storage` and `platform-core`.
 
