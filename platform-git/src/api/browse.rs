@@ -23,7 +23,6 @@
 use std::path::PathBuf;
 
 use axum::body::Body;
-use axum::extract::RawPathParams;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::SignedCookieJar;
@@ -83,9 +82,9 @@ pub(super) fn browse_error(error: BrowseError) -> ApiError {
         error @ BrowseError::Malformed { .. } => {
             ApiError::BadRequest { message: error.to_string() }
         }
-        error @ (BrowseError::TooLarge(_) | BrowseError::TooSlow { .. }) => {
-            ApiError::TooComplex { message: error.to_string() }
-        }
+        error @ (BrowseError::TooLarge(_)
+        | BrowseError::TooSlow { .. }
+        | BrowseError::Unsupported(_)) => ApiError::TooComplex { message: error.to_string() },
         other => ApiError::internal(other),
     }
 }
@@ -172,14 +171,28 @@ pub(super) fn variant(uri: &Uri, headers: &HeaderMap) -> String {
     format!("{}?{}|{accept}", uri.path(), uri.query().unwrap_or(""))
 }
 
-/// The raw (still percent-encoded) value of the path parameter `name`, decoded to bytes, so
-/// file names that are not UTF-8 can be addressed.
-pub(super) fn raw_param(params: &RawPathParams, name: &str) -> Vec<u8> {
-    params
-        .iter()
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| percent_encoding::percent_decode_str(value).collect())
-        .unwrap_or_default()
+/// The repository and the file path of a route `/api/repos/{owner}/{name}/{route}/{*path}`,
+/// read from the request's own (still percent-encoded) path and decoded once to bytes, so file
+/// names that are not UTF-8 can be addressed: axum's path extractors, `RawPathParams` too,
+/// refuse every parameter that does not decode to UTF-8.
+pub(super) fn file_route(uri: &Uri) -> Result<(RepoPath, Vec<u8>), ApiError> {
+    let not_found = || ApiError::NotFound { what: "resource" };
+    let mut segments = uri.path().splitn(7, '/').skip(3);
+    let (Some(owner), Some(name), Some(_route), Some(path)) =
+        (segments.next(), segments.next(), segments.next(), segments.next())
+    else {
+        return Err(not_found());
+    };
+    let text = |raw: &str| {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .ok()
+            .filter(|text| !text.contains('\0'))
+            .map(|text| text.into_owned())
+            .ok_or_else(not_found)
+    };
+    let repo = RepoPath { owner: text(owner)?, name: text(name)? };
+    Ok((repo, percent_encoding::percent_decode_str(path).collect()))
 }
 
 /// Percent-encodes a repository path for a URL (`/` kept).

@@ -2,14 +2,14 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, RawPathParams, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::SignedCookieJar;
 use gix::bstr::{BString, ByteSlice};
 use platform_core::api::{ApiError, ApiPath, ApiQuery, ErrorBody};
 
-use super::browse::{Freshness, RefQuery, Request, browse_error, raw_param, resolve};
+use super::browse::{Freshness, RefQuery, Request, browse_error, file_route, resolve};
 use super::history::RefPath;
 use super::views::*;
 use super::{RepoApi, RepoPath};
@@ -35,12 +35,6 @@ pub struct FilePath {
     pub name: String,
     /// A path in the repository (slashes allowed; percent-encode bytes that are not UTF-8).
     pub path: String,
-}
-
-impl FilePath {
-    fn repo(&self) -> RepoPath {
-        RepoPath { owner: self.owner.clone(), name: self.name.clone() }
-    }
 }
 
 fn checked(raw: &[u8]) -> Result<BString, ApiError> {
@@ -170,15 +164,16 @@ pub(super) async fn get_root_contents(
 )]
 pub(super) async fn get_contents(
     State(api): State<RepoApi>,
-    ApiPath(path): ApiPath<FilePath>,
-    raw: RawPathParams,
+    route: Uri,
     ApiQuery(query): ApiQuery<RefQuery>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<Response, ApiError> {
-    let file = checked(&raw_param(&raw, "path"))?;
-    let request = Request::new(api, &path.repo(), headers, &jar, uri).await?;
+    // Not `ApiPath<FilePath>`: a file name need not be UTF-8.
+    let (path, raw) = file_route(&route)?;
+    let file = checked(&raw)?;
+    let request = Request::new(api, &path, headers, &jar, uri).await?;
     contents_at(request, file, query.reference).await
 }
 
@@ -229,15 +224,16 @@ const CHUNK: usize = 64 << 10;
 )]
 pub(super) async fn get_raw(
     State(api): State<RepoApi>,
-    ApiPath(path): ApiPath<FilePath>,
-    raw: RawPathParams,
+    route: Uri,
     ApiQuery(query): ApiQuery<RefQuery>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<Response, ApiError> {
-    let file = checked(&raw_param(&raw, "path"))?;
-    let request = Request::new(api, &path.repo(), headers, &jar, uri).await?;
+    // Not `ApiPath<FilePath>`: a file name need not be UTF-8.
+    let (path, raw) = file_route(&route)?;
+    let file = checked(&raw)?;
+    let request = Request::new(api, &path, headers, &jar, uri).await?;
     let default_branch = request.target.default_branch.clone();
     let (private, variant, headers) =
         (request.target.private, request.variant(), request.headers.clone());
@@ -274,15 +270,16 @@ pub(super) async fn get_raw(
 )]
 pub(super) async fn get_blame(
     State(api): State<RepoApi>,
-    ApiPath(path): ApiPath<FilePath>,
-    raw: RawPathParams,
+    route: Uri,
     ApiQuery(query): ApiQuery<RefQuery>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<Response, ApiError> {
-    let file = checked(&raw_param(&raw, "path"))?;
-    let request = Request::new(api, &path.repo(), headers, &jar, uri).await?;
+    // Not `ApiPath<FilePath>`: a file name need not be UTF-8.
+    let (path, raw) = file_route(&route)?;
+    let file = checked(&raw)?;
+    let request = Request::new(api, &path, headers, &jar, uri).await?;
     let default_branch = request.target.default_branch.clone();
     let (private, variant, headers) =
         (request.target.private, request.variant(), request.headers.clone());
@@ -371,6 +368,7 @@ async fn archive(
     if freshness.matches(&request.headers) {
         return Ok(freshness.apply(axum::http::StatusCode::NOT_MODIFIED.into_response()));
     }
+    request.read(move |repo| repo.check_archivable(resolved.id, format)).await?;
     let top = format!("{}-{}", request.target.name, path.reference.replace('/', "-"));
     let (sender, mut receiver) = tokio::sync::mpsc::channel(4);
     let browser = request.api.browser.clone();
@@ -438,7 +436,8 @@ pub(super) async fn get_tarball(
         (status = 200, description = "The tree as .zip under `{name}-{ref}/`, streamed (zip holds only UTF-8 names)", content_type = "application/zip"),
         (status = 304, description = "The client's copy (If-None-Match) is current"),
         (status = 400, description = "A malformed ref", body = ErrorBody),
-        (status = 404, description = "No such repository or ref", body = ErrorBody)
+        (status = 404, description = "No such repository or ref", body = ErrorBody),
+        (status = 422, description = "A file name or symlink target that is not UTF-8, which zip cannot hold", body = ErrorBody)
     )
 )]
 pub(super) async fn get_zipball(
@@ -533,15 +532,16 @@ pub(super) async fn get_root_readme(
 )]
 pub(super) async fn get_readme(
     State(api): State<RepoApi>,
-    ApiPath(path): ApiPath<FilePath>,
-    raw: RawPathParams,
+    route: Uri,
     ApiQuery(query): ApiQuery<RefQuery>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<Response, ApiError> {
-    let dir = checked(&raw_param(&raw, "path"))?;
-    let request = Request::new(api, &path.repo(), headers, &jar, uri).await?;
+    // Not `ApiPath<FilePath>`: a file name need not be UTF-8.
+    let (path, raw) = file_route(&route)?;
+    let dir = checked(&raw)?;
+    let request = Request::new(api, &path, headers, &jar, uri).await?;
     readme_at(request, dir, query.reference).await
 }
 

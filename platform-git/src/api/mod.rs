@@ -23,6 +23,10 @@
 //! change answers 403. Writes need a signed-in caller (401 otherwise) and, with a token, the
 //! `repo:write` scope; deleting a repository needs the `admin` scope.
 //!
+//! The browsing routes (branches, tags, commits, compare, trees, contents, raw files, blame,
+//! archives, READMEs, languages) need read access; their table is in `browse.rs` and each is in
+//! the OpenAPI document under the tag `browsing`.
+//!
 //! ```no_run
 //! # fn run(accounts: platform_core::accounts::Accounts, public_url: url::Url) {
 //! use platform_git::api::{RepoApi, api};
@@ -85,6 +89,13 @@ impl RepoApi {
     pub fn with_browse_limits(mut self, limits: Limits) -> Self {
         self.browser = Browser::new(limits);
         self
+    }
+
+    /// Closes the browser's handle of `owner/name`, after it was deleted or moved.
+    fn forget_open(&self, owner: &str, name: &str) {
+        if let Ok(path) = self.store.path(owner, name) {
+            self.browser.forget(&path);
+        }
     }
 
     async fn connection(
@@ -720,6 +731,9 @@ async fn rename_repository(
         })
         .await
         .map_err(|Failure(error)| error)?;
+    // Nothing is at the old path now, and what comes there next is another repository.
+    api.forget_open(&repo.owner, &repo.name);
+    api.forget_open(&renamed.owner, &renamed.name);
     tracing::info!(repository = renamed.id, from = %repo.name, to = %renamed.name, "repository renamed");
     Ok(axum::Json(api.view(renamed, Some(access))))
 }
@@ -818,20 +832,25 @@ async fn delete_with_disk(
     repo: &RepoRecord,
 ) -> Result<(), ApiError> {
     let store = &api.store;
-    conn.transaction::<_, Failure, _>(async |conn| {
-        records::delete(conn, repo.id).await.map_err(record_error)?;
-        match store.delete(&repo.owner, &repo.name).await {
-            Ok(()) => Ok(()),
-            // Nothing on disk to remove: the record alone was left.
-            Err(StoreError::NotFound { .. }) => {
-                tracing::warn!(repository = repo.id, "repository had no directory on disk");
-                Ok(())
+    let deleted = conn
+        .transaction::<_, Failure, _>(async |conn| {
+            records::delete(conn, repo.id).await.map_err(record_error)?;
+            match store.delete(&repo.owner, &repo.name).await {
+                Ok(()) => Ok(()),
+                // Nothing on disk to remove: the record alone was left.
+                Err(StoreError::NotFound { .. }) => {
+                    tracing::warn!(repository = repo.id, "repository had no directory on disk");
+                    Ok(())
+                }
+                Err(other) => Err(Failure(ApiError::internal(other))),
             }
-            Err(other) => Err(Failure(ApiError::internal(other))),
-        }
-    })
-    .await
-    .map_err(|Failure(error)| error)
+        })
+        .await
+        .map_err(|Failure(error)| error);
+    // The browser must not answer from the deleted repository's open handle (its packs stay
+    // mapped) once another is created at the same path.
+    api.forget_open(&repo.owner, &repo.name);
+    deleted
 }
 
 #[utoipa::path(

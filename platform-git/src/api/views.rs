@@ -23,16 +23,19 @@ impl Urls {
         format!("{}/commits/{sha}", self.repo)
     }
 
+    // Refs are encoded too: git allows `#`, `&`, `+` and `%` in their names.
     fn raw(&self, path: &[u8], reference: &str) -> String {
+        let reference = encode_path(reference.as_bytes());
         format!("{}/raw/{}?ref={reference}", self.repo, encode_path(path))
     }
 
     fn contents(&self, path: &[u8], reference: &str) -> String {
+        let reference = encode_path(reference.as_bytes());
         format!("{}/contents/{}?ref={reference}", self.repo, encode_path(path))
     }
 
     pub(super) fn archive(&self, kind: &str, reference: &str) -> String {
-        format!("{}/{kind}/{reference}", self.repo)
+        format!("{}/{kind}/{}", self.repo, encode_path(reference.as_bytes()))
     }
 }
 

@@ -3,8 +3,10 @@
 //! commit's time.
 
 use gix::ObjectId;
+use gix::bstr::{BStr, ByteSlice};
 
-use super::{BrowseError, Repo, Result};
+use super::tree::EntryKind;
+use super::{BrowseError, Repo, Result, display_path};
 
 /// The container of an archive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +36,31 @@ impl ArchiveFormat {
 }
 
 impl Repo {
+    /// Checks that commit `at`'s tree can be written as `format`, before anything is sent: zip
+    /// holds only UTF-8 names and symlink targets (gix-archive stops at the first other one).
+    ///
+    /// # Errors
+    ///
+    /// [`BrowseError::Unsupported`] naming the first path zip cannot hold.
+    pub fn check_archivable(&self, at: ObjectId, format: ArchiveFormat) -> Result<()> {
+        if format != ArchiveFormat::Zip {
+            return Ok(());
+        }
+        let tree = self.commit_info(at)?.tree;
+        for entry in self.tree(tree, BStr::new(""), true)?.entries {
+            let utf8 = entry.path.to_str().is_ok()
+                && (entry.kind != EntryKind::Symlink || self.blob(entry.id)?.to_str().is_ok());
+            if !utf8 {
+                return Err(BrowseError::Unsupported(format!(
+                    "a zip archive holds only UTF-8 file names, and {:?} is not one: ask for the \
+                     tarball",
+                    display_path(entry.path.as_bstr())
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes commit `at`'s tree as an archive into `out`, every path under `prefix/`.
     ///
     /// `out` is written front to back (zip needs `Seek` in its signature only): a writer that

@@ -395,14 +395,17 @@ impl Repo {
     }
 
     /// Writes `commits`, each with its diff against its first parent, as `git format-patch`
-    /// prints them (one mail each).
+    /// prints them (one mail each; merges are left out, as there).
     ///
     /// # Errors
     ///
     /// As [`Repo::commit_diff`].
     pub fn write_patches(&self, commits: &[CommitInfo], out: &mut Vec<u8>) -> Result<()> {
+        // As format-patch: merges carry no patch of their own.
+        let commits: Vec<&CommitInfo> =
+            commits.iter().filter(|commit| commit.parents.len() < 2).collect();
         let total = commits.len();
-        for (index, commit) in commits.iter().enumerate() {
+        for (index, commit) in commits.into_iter().enumerate() {
             let diff = self.commit_diff(commit, true)?;
             let numbering = if total > 1 {
                 format!("[PATCH {}/{}]", index + 1, total)

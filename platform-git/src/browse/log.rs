@@ -91,7 +91,7 @@ impl<'a> Walk<'a> {
             };
             let mut iter = gix::objs::CommitRefIter::from_bytes(&commit.data, id.kind());
             let tree = iter.tree_id().map_err(failed)?;
-            let parents: Vec<ObjectId> = iter.clone().parent_ids().collect();
+            let parents: Vec<ObjectId> = iter.parent_ids().collect();
             let time = iter.committer().map(|signature| signature.seconds()).unwrap_or_default();
             self.nodes.insert(id, Node { time, tree, parents });
         }

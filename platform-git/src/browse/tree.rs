@@ -139,15 +139,36 @@ impl Repo {
                 size: None,
             });
         }
-        let tree = self.repo.find_tree(root).map_err(BrowseError::git("cannot read a tree"))?;
-        let entry = tree
-            .lookup_entry(path.split(|&b| b == b'/'))
-            .map_err(BrowseError::git("cannot look up a path"))?
+        let (mode, id) = self
+            .lookup(root, path)?
             .ok_or_else(|| BrowseError::not_found("path", display_path(path)))?;
-        let kind = EntryKind::from_gix(entry.mode().kind());
-        let id = entry.object_id();
+        let kind = EntryKind::from_gix(mode.kind());
         let size = self.blob_size(kind, id)?;
         Ok(TreeEntry { path: path.to_owned(), name: name_of(path), kind, id, size })
+    }
+
+    /// The mode and id at `path` of tree `root`, if there is something. Only directories are
+    /// entered: a path through a file or a submodule (whose commit is another repository's,
+    /// missing here) names nothing, where gix's `lookup_entry` fails to read the missing commit.
+    pub(super) fn lookup(
+        &self,
+        root: ObjectId,
+        path: &BStr,
+    ) -> Result<Option<(gix::object::tree::EntryMode, ObjectId)>> {
+        let mut tree = self.repo.find_tree(root).map_err(BrowseError::git("cannot read a tree"))?;
+        let mut components = path.split(|&b| b == b'/').peekable();
+        while let Some(name) = components.next() {
+            let Some(entry) = tree.find_entry(name) else { return Ok(None) };
+            let (mode, id) = (entry.mode(), entry.object_id());
+            if components.peek().is_none() {
+                return Ok(Some((mode, id)));
+            }
+            if !mode.is_tree() {
+                return Ok(None);
+            }
+            tree = self.repo.find_tree(id).map_err(BrowseError::git("cannot read a tree"))?;
+        }
+        Ok(None)
     }
 
     fn blob_size(&self, kind: EntryKind, id: ObjectId) -> Result<Option<u64>> {
