@@ -567,22 +567,33 @@ pub(super) async fn get_languages(
     let default_branch = request.target.default_branch.clone();
     let (private, variant, headers) =
         (request.target.private, request.variant(), request.headers.clone());
-    let (freshness, languages) = request
+    let (freshness, tree) = request
         .read(move |repo| {
             let resolved = match repo.resolve(&default_branch) {
                 Ok(resolved) => resolved,
                 // An empty repository has no languages yet.
-                Err(BrowseError::NotFound { .. }) => return Ok((None, Some(Default::default()))),
+                Err(BrowseError::NotFound { .. }) => return Ok((None, None)),
                 Err(other) => return Err(other),
             };
             let freshness = Freshness::of(&[&resolved], private, &variant);
             if freshness.matches(&headers) {
                 return Ok((Some(freshness), None));
             }
-            let tree = repo.commit_info(resolved.id)?.tree;
-            Ok((Some(freshness), Some(repo.languages(tree)?)))
+            Ok((Some(freshness), Some(repo.commit_info(resolved.id)?.tree)))
         })
         .await?;
+    let languages = match (&freshness, tree) {
+        (_, Some(tree)) => Some(
+            request
+                .api
+                .browser
+                .languages(request.target.disk.clone(), tree)
+                .await
+                .map_err(browse_error)?,
+        ),
+        (None, None) => Some(Default::default()),
+        (Some(_), None) => None,
+    };
     let json = |languages: Option<crate::browse::Languages>| match languages {
         Some(languages) => Json(languages).into_response(),
         None => axum::http::StatusCode::NOT_MODIFIED.into_response(),

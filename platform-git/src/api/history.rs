@@ -240,9 +240,15 @@ pub(super) async fn list_commits(
     let request = Request::new(api, &path, headers, &jar, uri).await?;
     let default_branch = request.target.default_branch.clone();
     let start = query.sha.clone();
-    let (resolved, log) = request
+    let (private, variant, headers) =
+        (request.target.private, request.variant(), request.headers.clone());
+    let (freshness, log) = request
         .read(move |repo| {
             let resolved = resolve(repo, start.as_deref(), &default_branch)?;
+            let freshness = Freshness::of(&[&resolved], private, &variant);
+            if freshness.matches(&headers) {
+                return Ok((freshness, None));
+            }
             let log = repo.log(&LogQuery {
                 start: resolved.id,
                 path: filter_path.filter(|path| !path.is_empty()),
@@ -252,13 +258,13 @@ pub(super) async fn list_commits(
                 skip: (page - 1) * per_page,
                 limit: per_page,
             })?;
-            Ok((resolved, log))
+            Ok((freshness, Some(log)))
         })
         .await?;
-    let freshness = Freshness::of(&[&resolved], request.target.private, &request.variant());
     let urls = request.views();
-    let link = link_header(&request.base(), &request.uri, page, per_page, log.more, None);
     Ok(freshness.answer(&request.headers, || {
+        let Some(log) = log else { return axum::http::StatusCode::NOT_MODIFIED.into_response() };
+        let link = link_header(&request.base(), &request.uri, page, per_page, log.more, None);
         let views: Vec<CommitView> =
             log.commits.iter().map(|info| CommitView::new(info, &urls)).collect();
         with_link(Json(views).into_response(), link)

@@ -171,6 +171,7 @@ type Result<T, E = BrowseError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Browser {
     repos: Arc<quick_cache::sync::Cache<PathBuf, gix::ThreadSafeRepository>>,
+    languages: Arc<quick_cache::sync::Cache<ObjectId, Languages>>,
     limits: Limits,
 }
 
@@ -186,13 +187,20 @@ impl std::fmt::Debug for Browser {
 /// How many repositories stay open (each holds its pack indexes mapped).
 const OPEN_REPOSITORIES: usize = 128;
 
+/// How many trees' language counts are remembered (a count is a walk of the whole tree).
+const REMEMBERED_LANGUAGES: usize = 1024;
+
 /// Bytes of decoded objects each read keeps for reuse (trees walked twice, delta bases).
 const OBJECT_CACHE_BYTES: usize = 16 << 20;
 
 impl Browser {
     /// A browser applying `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { repos: Arc::new(quick_cache::sync::Cache::new(OPEN_REPOSITORIES)), limits }
+        Self {
+            repos: Arc::new(quick_cache::sync::Cache::new(OPEN_REPOSITORIES)),
+            languages: Arc::new(quick_cache::sync::Cache::new(REMEMBERED_LANGUAGES)),
+            limits,
+        }
     }
 
     /// Returns the limits applied.
@@ -242,6 +250,21 @@ impl Browser {
         tokio::time::timeout(limit, self.run(path, work))
             .await
             .map_err(|_| BrowseError::TooSlow { what, limit })?
+    }
+
+    /// Counts the languages of tree `tree` of the repository at `path`, remembering the count:
+    /// a tree's id names its content, so the count of a tree never changes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repo::languages`].
+    pub async fn languages(&self, path: PathBuf, tree: ObjectId) -> Result<Languages> {
+        if let Some(languages) = self.languages.get(&tree) {
+            return Ok(languages);
+        }
+        let languages = self.run(path, move |repo| repo.languages(tree)).await?;
+        self.languages.insert(tree, languages.clone());
+        Ok(languages)
     }
 
     /// Forgets the repository at `path` (after it was deleted or moved).
