@@ -57,6 +57,7 @@ async fn protected_rules(
     params(RepoPath, PageQuery),
     responses(
         (status = 200, description = "A page of branches by name, with a Link header", body = [BranchView]),
+        (status = 400, description = "Malformed query string", body = ErrorBody),
         (status = 404, description = "No such repository, or one the caller cannot see", body = ErrorBody),
         (status = 422, description = "A page parameter out of range", body = ErrorBody)
     )
@@ -135,6 +136,7 @@ pub(super) async fn get_branch(
     params(RepoPath, PageQuery),
     responses(
         (status = 200, description = "A page of tags by name, with a Link header", body = [TagView]),
+        (status = 400, description = "Malformed query string", body = ErrorBody),
         (status = 404, description = "No such repository, or one the caller cannot see", body = ErrorBody),
         (status = 422, description = "A page parameter out of range", body = ErrorBody)
     )
