@@ -221,7 +221,7 @@ impl Browser {
         let repos = Arc::clone(&self.repos);
         let limits = self.limits;
         tokio::task::spawn_blocking(move || {
-            let shared = repos.get_or_insert_with(&path, || open_shared(&path))?;
+            let shared = repos.get_or_insert_with(&path, || open_shared_as(&path, true))?;
             let repo = Repo::from_shared(&shared, limits);
             work(&repo)
         })
@@ -273,8 +273,11 @@ impl Browser {
     }
 }
 
-fn open_shared(path: &Path) -> Result<gix::ThreadSafeRepository> {
-    let options = gix::open::Options::isolated().open_path_as_is(true);
+/// Opens the repository at `path`; `as_is` takes `path` as the git directory itself (the
+/// store's bare repositories), without looking for a `.git` inside it. Either way no global or
+/// user configuration is read: a server's environment must not change what is shown.
+fn open_shared_as(path: &Path, as_is: bool) -> Result<gix::ThreadSafeRepository> {
+    let options = gix::open::Options::isolated().open_path_as_is(as_is);
     gix::ThreadSafeRepository::open_opts(path, options)
         .map_err(|error| BrowseError::Repository { path: path.to_owned(), source: Box::new(error) })
 }
@@ -298,7 +301,7 @@ impl Repo {
     ///
     /// [`BrowseError::Repository`] when `path` is no readable repository.
     pub fn open(path: &Path, limits: Limits) -> Result<Self> {
-        Ok(Self::from_shared(&open_shared(path)?, limits))
+        Ok(Self::from_shared(&open_shared_as(path, false)?, limits))
     }
 
     fn from_shared(shared: &gix::ThreadSafeRepository, limits: Limits) -> Self {
