@@ -371,6 +371,48 @@ impl Request {
         self.api.browser.run(self.target.disk.clone(), work).await.map_err(browse_error)
     }
 
+    /// Resolves `reference` (the default branch when `None`) once, and runs `work` at that
+    /// commit unless the client already has the answer (then `None`: a 304), within `limit` when
+    /// one is given.
+    pub(super) async fn read_at<T, F>(
+        &self,
+        reference: Option<String>,
+        limit: Option<(std::time::Duration, &'static str)>,
+        work: F,
+    ) -> Result<Fresh<T>, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Repo, &Resolved) -> Result<T, BrowseError> + Send + 'static,
+    {
+        let default_branch = self.target.default_branch.clone();
+        let (private, variant, headers) =
+            (self.target.private, self.variant(), self.headers.clone());
+        let read = move |repo: &Repo| {
+            let resolved = resolve(repo, reference.as_deref(), &default_branch)?;
+            let freshness = Freshness::of(&[&resolved], private, &variant);
+            if freshness.matches(&headers) {
+                return Ok(Fresh { freshness, value: None });
+            }
+            let value = work(repo, &resolved)?;
+            Ok(Fresh { freshness, value: Some(value) })
+        };
+        let disk = self.target.disk.clone();
+        match limit {
+            Some((limit, what)) => self.api.browser.run_within(limit, what, disk, read).await,
+            None => self.api.browser.run(disk, read).await,
+        }
+        .map_err(browse_error)
+    }
+
+    /// The answer `make` builds of a [`Fresh`] value, or 304 when the client has it.
+    pub(super) fn respond<T>(&self, fresh: Fresh<T>, make: impl FnOnce(T) -> Response) -> Response {
+        let Fresh { freshness, value } = fresh;
+        freshness.answer(&self.headers, || match value {
+            Some(value) => make(value),
+            None => StatusCode::NOT_MODIFIED.into_response(),
+        })
+    }
+
     pub(super) fn variant(&self) -> String {
         variant(&self.uri, &self.headers)
     }
@@ -382,6 +424,12 @@ impl Request {
     pub(super) fn views(&self) -> Urls {
         Urls { repo: self.api.repo_url(&self.target) }
     }
+}
+
+/// A value read at a commit, with the answer's freshness; no value when the client has it.
+pub(super) struct Fresh<T> {
+    pub(super) freshness: Freshness,
+    pub(super) value: Option<T>,
 }
 
 /// The query of routes that read at a ref (`ref`, default the default branch).

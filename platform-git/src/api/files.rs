@@ -9,7 +9,7 @@ use axum_extra::extract::SignedCookieJar;
 use gix::bstr::{BString, ByteSlice};
 use platform_core::api::{ApiError, ApiPath, ApiQuery, ErrorBody};
 
-use super::browse::{Freshness, RefQuery, Request, browse_error, file_route, resolve};
+use super::browse::{Freshness, RefQuery, Request, browse_error, file_route};
 use super::history::RefPath;
 use super::views::*;
 use super::{RepoApi, RepoPath};
@@ -64,24 +64,13 @@ pub(super) async fn get_tree(
     let dir = checked(query.path.as_deref().unwrap_or("").as_bytes())?;
     let recursive = matches!(query.recursive.as_deref(), Some("true" | "1"));
     let request = Request::new(api, &path.repo(), headers, &jar, uri).await?;
-    let name = path.reference.clone();
-    let (private, variant, headers) =
-        (request.target.private, request.variant(), request.headers.clone());
-    let (freshness, listing) = request
-        .read(move |repo| {
-            let resolved = repo.resolve(&name)?;
-            let freshness = Freshness::of(&[&resolved], private, &variant);
-            if freshness.matches(&headers) {
-                return Ok((freshness, None));
-            }
+    let fresh = request
+        .read_at(Some(path.reference.clone()), None, move |repo, resolved| {
             let tree = repo.commit_info(resolved.id)?.tree;
-            Ok((freshness, Some(repo.tree(tree, dir.as_bstr(), recursive)?)))
+            repo.tree(tree, dir.as_bstr(), recursive)
         })
         .await?;
-    Ok(freshness.answer(&request.headers, || match listing {
-        Some(listing) => Json(TreeView::from(&listing)).into_response(),
-        None => axum::http::StatusCode::NOT_MODIFIED.into_response(),
-    }))
+    Ok(request.respond(fresh, |listing| Json(TreeView::from(&listing)).into_response()))
 }
 
 async fn contents_at(
@@ -89,33 +78,23 @@ async fn contents_at(
     path: BString,
     reference: Option<String>,
 ) -> Result<Response, ApiError> {
-    let default_branch = request.target.default_branch.clone();
-    let (private, variant, headers) =
-        (request.target.private, request.variant(), request.headers.clone());
     let raw = wants(&request.headers, "application/vnd.github.raw");
-    let (freshness, at, contents) = request
-        .read(move |repo| {
-            let resolved = resolve(repo, reference.as_deref(), &default_branch)?;
-            let freshness = Freshness::of(&[&resolved], private, &variant);
-            if freshness.matches(&headers) {
-                return Ok((freshness, String::new(), None));
-            }
+    let pinned = reference.clone();
+    let fresh = request
+        .read_at(reference, None, move |repo, resolved| {
             let tree = repo.commit_info(resolved.id)?.tree;
-            let at = reference.unwrap_or_else(|| resolved.id.to_string());
-            let contents = if raw {
-                let (entry, data) = repo.file(tree, path.as_bstr())?;
-                Err((entry, data))
-            } else {
-                Ok(repo.contents(tree, path.as_bstr())?)
-            };
-            Ok((freshness, at, Some(contents)))
+            // Links in the answer stay at the commit it was made from when no ref was named.
+            let at = pinned.unwrap_or_else(|| resolved.id.to_string());
+            if raw {
+                return Ok((at, Err(repo.file(tree, path.as_bstr())?)));
+            }
+            Ok((at, Ok(repo.contents(tree, path.as_bstr())?)))
         })
         .await?;
     let urls = request.views();
-    Ok(freshness.answer(&request.headers, || match contents {
-        Some(Ok(contents)) => Json(ContentsView::new(&contents, &urls, &at)).into_response(),
-        Some(Err((entry, data))) => raw_response(entry.name.as_bstr(), data),
-        None => axum::http::StatusCode::NOT_MODIFIED.into_response(),
+    Ok(request.respond(fresh, |(at, contents)| match contents {
+        Ok(contents) => Json(ContentsView::new(&contents, &urls, &at)).into_response(),
+        Err((entry, data)) => raw_response(entry.name.as_bstr(), data),
     }))
 }
 
@@ -234,25 +213,13 @@ pub(super) async fn get_raw(
     let (path, raw) = file_route(&route)?;
     let file = checked(&raw)?;
     let request = Request::new(api, &path, headers, &jar, uri).await?;
-    let default_branch = request.target.default_branch.clone();
-    let (private, variant, headers) =
-        (request.target.private, request.variant(), request.headers.clone());
-    let reference = query.reference;
-    let (freshness, found) = request
-        .read(move |repo| {
-            let resolved = resolve(repo, reference.as_deref(), &default_branch)?;
-            let freshness = Freshness::of(&[&resolved], private, &variant);
-            if freshness.matches(&headers) {
-                return Ok((freshness, None));
-            }
+    let fresh = request
+        .read_at(query.reference, None, move |repo, resolved| {
             let tree = repo.commit_info(resolved.id)?.tree;
-            Ok((freshness, Some(repo.file(tree, file.as_bstr())?)))
+            repo.file(tree, file.as_bstr())
         })
         .await?;
-    Ok(freshness.answer(&request.headers, || match found {
-        Some((entry, data)) => raw_response(entry.name.as_bstr(), data),
-        None => axum::http::StatusCode::NOT_MODIFIED.into_response(),
-    }))
+    Ok(request.respond(fresh, |(entry, data)| raw_response(entry.name.as_bstr(), data)))
 }
 
 #[utoipa::path(
@@ -280,28 +247,13 @@ pub(super) async fn get_blame(
     let (path, raw) = file_route(&route)?;
     let file = checked(&raw)?;
     let request = Request::new(api, &path, headers, &jar, uri).await?;
-    let default_branch = request.target.default_branch.clone();
-    let (private, variant, headers) =
-        (request.target.private, request.variant(), request.headers.clone());
-    let reference = query.reference;
     let limit = request.api.browser.limits().blame_time;
-    let (freshness, blame) = request
-        .api
-        .browser
-        .run_within(limit, "the blame", request.target.disk.clone(), move |repo| {
-            let resolved = resolve(repo, reference.as_deref(), &default_branch)?;
-            let freshness = Freshness::of(&[&resolved], private, &variant);
-            if freshness.matches(&headers) {
-                return Ok((freshness, None));
-            }
-            Ok((freshness, Some(repo.blame(resolved.id, file.as_bstr())?)))
+    let fresh = request
+        .read_at(query.reference, Some((limit, "the blame")), move |repo, resolved| {
+            repo.blame(resolved.id, file.as_bstr())
         })
-        .await
-        .map_err(browse_error)?;
-    Ok(freshness.answer(&request.headers, || match blame {
-        Some(blame) => Json(BlameView::from(&blame)).into_response(),
-        None => axum::http::StatusCode::NOT_MODIFIED.into_response(),
-    }))
+        .await?;
+    Ok(request.respond(fresh, |blame| Json(BlameView::from(&blame)).into_response()))
 }
 
 /// Sends what an archive writer writes to the client as it comes.
@@ -455,40 +407,30 @@ async fn readme_at(
     dir: BString,
     reference: Option<String>,
 ) -> Result<Response, ApiError> {
-    let default_branch = request.target.default_branch.clone();
-    let (private, variant, headers) =
-        (request.target.private, request.variant(), request.headers.clone());
-    let (freshness, at, readme) = request
-        .read(move |repo| {
-            let resolved = resolve(repo, reference.as_deref(), &default_branch)?;
-            let freshness = Freshness::of(&[&resolved], private, &variant);
-            if freshness.matches(&headers) {
-                return Ok((freshness, String::new(), None));
-            }
+    let pinned = reference.clone();
+    let fresh = request
+        .read_at(reference, None, move |repo, resolved| {
             let tree = repo.commit_info(resolved.id)?.tree;
-            let at = reference.unwrap_or_else(|| resolved.id.to_string());
-            Ok((freshness, at, Some(repo.readme(tree, dir.as_bstr())?)))
+            let at = pinned.unwrap_or_else(|| resolved.id.to_string());
+            Ok((at, repo.readme(tree, dir.as_bstr())?))
         })
         .await?;
     let urls = request.views();
     let html = wants(&request.headers, "application/vnd.github.html");
     let raw = wants(&request.headers, "application/vnd.github.raw");
-    Ok(freshness.answer(&request.headers, || match readme {
-        Some(readme) if html => {
+    Ok(request.respond(fresh, |(at, readme)| {
+        if html {
             let mut response = readme.html.unwrap_or_default().into_response();
-            response
-                .headers_mut()
+            let headers = response.headers_mut();
+            headers
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
             response
-                .headers_mut()
-                .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
-            response
-        }
-        Some(readme) if raw => {
+        } else if raw {
             raw_response(readme.entry.name.as_bstr(), readme.content.unwrap_or_default())
+        } else {
+            Json(ReadmeView::new(&readme, &urls, &at)).into_response()
         }
-        Some(readme) => Json(ReadmeView::new(&readme, &urls, &at)).into_response(),
-        None => axum::http::StatusCode::NOT_MODIFIED.into_response(),
     }))
 }
 

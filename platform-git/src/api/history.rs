@@ -10,7 +10,7 @@ use platform_core::api::{ApiError, ApiPath, ApiQuery, ErrorBody};
 
 use super::browse::{
     Freshness, PageQuery, Representation, Request, link_header, patch_response, representation,
-    resolve, with_link,
+    with_link,
 };
 use super::views::*;
 use super::{RepoApi, RepoPath};
@@ -240,18 +240,9 @@ pub(super) async fn list_commits(
         None => None,
     };
     let request = Request::new(api, &path, headers, &jar, uri).await?;
-    let default_branch = request.target.default_branch.clone();
-    let start = query.sha.clone();
-    let (private, variant, headers) =
-        (request.target.private, request.variant(), request.headers.clone());
-    let (freshness, log) = request
-        .read(move |repo| {
-            let resolved = resolve(repo, start.as_deref(), &default_branch)?;
-            let freshness = Freshness::of(&[&resolved], private, &variant);
-            if freshness.matches(&headers) {
-                return Ok((freshness, None));
-            }
-            let log = repo.log(&LogQuery {
+    let fresh = request
+        .read_at(query.sha.clone(), None, move |repo, resolved| {
+            repo.log(&LogQuery {
                 start: resolved.id,
                 path: filter_path.filter(|path| !path.is_empty()),
                 since: query.since.map(|time| time.timestamp()),
@@ -259,13 +250,11 @@ pub(super) async fn list_commits(
                 author: query.author.clone(),
                 skip: (page - 1) * per_page,
                 limit: per_page,
-            })?;
-            Ok((freshness, Some(log)))
+            })
         })
         .await?;
     let urls = request.views();
-    Ok(freshness.answer(&request.headers, || {
-        let Some(log) = log else { return axum::http::StatusCode::NOT_MODIFIED.into_response() };
+    Ok(request.respond(fresh, |log| {
         let link = link_header(&request.base(), &request.uri, page, per_page, log.more, None);
         let views: Vec<CommitView> =
             log.commits.iter().map(|info| CommitView::new(info, &urls)).collect();
