@@ -1,31 +1,17 @@
 //! The `app` binary as a process, against real PostgreSQL and Redis.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use platform_test_support::{
-    ServiceProcess, free_port, fresh_database, fresh_database_on, service_env, wait_for_status,
-    workspace_root,
+    ServiceProcess, free_port, fresh_database, fresh_database_on, wait_for_status, workspace_root,
 };
 
 const APP: &str = env!("CARGO_BIN_EXE_app");
 
-fn app_env(database_url: &str, data: &Path) -> HashMap<String, String> {
-    let dir = |name: &str| data.join(name).to_string_lossy().into_owned();
-    HashMap::from([
-        ("APP_DATABASE_URL".into(), database_url.into()),
-        ("APP_REDIS_URL".into(), service_env("PLATFORM_TEST_REDIS_URL")),
-        ("APP_DOMAIN_URL".into(), "http://localhost:3000".into()),
-        ("APP_SESSION_SECRET".into(), "a-test-session-secret-of-at-least-32-bytes".into()),
-        ("APP_REPOS_ROOT".into(), dir("repos")),
-        ("APP_AVATAR_PATH".into(), dir("avatars")),
-        ("STORAGE_PATH".into(), dir("files")),
-        ("APP_AI_BASIC_URL".into(), "http://127.0.0.1:9/v1".into()),
-        ("APP_AI_API_KEY".into(), "sk-test".into()),
-    ])
-}
+mod common;
+use common::app_env;
 
 fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(platform_test_support::unique_name("app"));

@@ -2,16 +2,18 @@
 //! file, a commit of 10,000 files and a history of 100,000 commits. Each answer stays within its
 //! documented limit, and the process's peak resident memory stays under [`MEMORY_BOUND_MIB`].
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use platform_test_support::{ServiceProcess, fresh_database, service_env, wait_for_status};
+use platform_test_support::{ServiceProcess, fresh_database, wait_for_status};
 
 const APP: &str = env!("CARGO_BIN_EXE_app");
+
+mod common;
+use common::app_env;
 
 /// The peak resident memory `app` may reach serving all of this, in MiB: the 50 MB file is held
 /// once while it is sent, plus each blocking thread's object cache.
@@ -20,21 +22,6 @@ const MEMORY_BOUND_MIB: u64 = 256;
 const HISTORY: usize = 100_000;
 const FILES: usize = 10_000;
 const HUGE_BYTES: usize = 50 << 20;
-
-fn app_env(database_url: &str, data: &Path) -> HashMap<String, String> {
-    let dir = |name: &str| data.join(name).to_string_lossy().into_owned();
-    HashMap::from([
-        ("APP_DATABASE_URL".into(), database_url.into()),
-        ("APP_REDIS_URL".into(), service_env("PLATFORM_TEST_REDIS_URL")),
-        ("APP_DOMAIN_URL".into(), "http://localhost:3000".into()),
-        ("APP_SESSION_SECRET".into(), "a-test-session-secret-of-at-least-32-bytes".into()),
-        ("APP_REPOS_ROOT".into(), dir("repos")),
-        ("APP_AVATAR_PATH".into(), dir("avatars")),
-        ("STORAGE_PATH".into(), dir("files")),
-        ("APP_AI_BASIC_URL".into(), "http://127.0.0.1:9/v1".into()),
-        ("APP_AI_API_KEY".into(), "sk-test".into()),
-    ])
-}
 
 /// Writes the history with `git fast-import`: a root with `deep/only-in-root.txt`, 100,000
 /// commits changing `counter.txt`, a commit adding 10,000 files (tag `many`), and one adding a
