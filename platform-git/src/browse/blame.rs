@@ -53,13 +53,29 @@ impl Repo {
                 self.limits.blame_bytes
             )));
         }
-        let options = gix::repository::blame_file::Options {
-            rewrites: Some(gix::diff::Rewrites::default()),
-            ..Default::default()
+        let failed = |error: gix::Error| BrowseError::Git {
+            context: "cannot blame a file",
+            source: Box::new(error),
         };
-        let outcome = self.repo.blame_file(path, at, options).map_err(|error| {
-            BrowseError::Git { context: "cannot blame a file", source: Box::new(error) }
-        })?;
+        let options = gix::blame::Options {
+            diff_algorithm: self.repo.diff_algorithm().map_err(failed)?,
+            ranges: Default::default(),
+            since: None,
+            // Renames are followed, as `git blame` does.
+            rewrites: Some(gix::diff::Rewrites::default()),
+            debug_track_path: false,
+        };
+        let graph = self.repo.commit_graph_if_enabled().map_err(failed)?;
+        let mut resources = self.resource_cache()?;
+        let outcome = gix::blame::file(
+            &self.repo.objects,
+            gix::blame::Start::Commit(at),
+            graph,
+            &mut resources,
+            path,
+            options,
+        )
+        .map_err(failed)?;
         let mut ranges: Vec<BlameRange> = outcome
             .entries
             .iter()

@@ -168,33 +168,37 @@ impl Repo {
         self.diff_trees(parent_tree, commit.tree, patches)
     }
 
-    fn tree_changes(
-        &self,
-        old: Option<ObjectId>,
-        new: ObjectId,
-    ) -> Result<Vec<gix::diff::tree_with_rewrites::Change>> {
-        let failed = BrowseError::git("cannot diff two trees");
-        let empty = self.repo.empty_tree();
-        let old_tree = match old {
-            Some(id) => self.repo.find_tree(id).map_err(BrowseError::git("cannot read a tree"))?,
-            None => empty.clone(),
-        };
-        let new_tree = self.repo.find_tree(new).map_err(BrowseError::git("cannot read a tree"))?;
-        // Attributes of a bare repository come only from its configuration and info/attributes
-        // (as for git itself), so an empty index stands in for the worktree's.
+    /// What gix diffs blobs with. Attributes of a bare repository come only from its
+    /// configuration and `info/attributes` (as for git itself), so an empty index stands in for
+    /// a worktree's: gix's own default reads the whole tree at `HEAD` into an index first.
+    pub(super) fn resource_cache(&self) -> Result<gix::diff::blob::Platform> {
         let index = gix::index::State::new(self.repo.object_hash());
         let attributes = self
             .repo
             .attributes_only(&index, gix::worktree::stack::state::attributes::Source::IdMapping)
             .map_err(BrowseError::git("cannot read attributes"))?
             .detach();
-        let mut cache = gix::diff::resource_cache(
+        gix::diff::resource_cache(
             &self.repo,
             gix::diff::blob::pipeline::Mode::ToGit,
             attributes,
             Default::default(),
         )
-        .map_err(failed)?;
+        .map_err(BrowseError::git("cannot prepare a diff"))
+    }
+
+    fn tree_changes(
+        &self,
+        old: Option<ObjectId>,
+        new: ObjectId,
+    ) -> Result<Vec<gix::diff::tree_with_rewrites::Change>> {
+        let empty = self.repo.empty_tree();
+        let old_tree = match old {
+            Some(id) => self.repo.find_tree(id).map_err(BrowseError::git("cannot read a tree"))?,
+            None => empty.clone(),
+        };
+        let new_tree = self.repo.find_tree(new).map_err(BrowseError::git("cannot read a tree"))?;
+        let mut cache = self.resource_cache()?;
         let options = gix::diff::tree_with_rewrites::Options {
             location: Some(gix::diff::tree::recorder::Location::Path),
             rewrites: Some(gix::diff::Rewrites {
