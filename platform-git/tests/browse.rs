@@ -49,21 +49,22 @@ fn id(hex: &str) -> gix::ObjectId {
     gix::ObjectId::from_hex(hex.as_bytes()).expect("an id")
 }
 
+/// `git diff-tree -r -M -z <format>` of `commit` against its first parent (or the empty tree).
+fn diff_tree(repo: &Path, commit: &str, format: &str) -> Vec<u8> {
+    let parents = git(repo, &["rev-list", "--parents", "-n1", commit]);
+    let parent = parents.to_str().expect("hex").split_whitespace().nth(1).map(str::to_owned);
+    let mut args = vec!["diff-tree", "-r", "-M", format, "-z", "--no-commit-id"];
+    match &parent {
+        Some(parent) => args.extend([parent.as_str(), commit]),
+        None => args.extend(["--root", commit]),
+    }
+    git(repo, &args)
+}
+
 /// `git diff-tree -r -M --name-status -z` against the first parent (or the empty tree),
 /// as (status letter, old path, new path).
 fn git_name_status(repo: &Path, commit: &str) -> BTreeSet<(char, BString, BString)> {
-    let parent = git(repo, &["rev-list", "--parents", "-n1", commit]);
-    let parent = parent.to_str().expect("hex").split_whitespace().nth(1).map(str::to_owned);
-    let mut args = vec!["diff-tree", "-r", "-M", "--name-status", "-z", "--no-commit-id"];
-    let range;
-    match &parent {
-        Some(parent) => {
-            range = [parent.as_str(), commit];
-            args.extend(range);
-        }
-        None => args.extend(["--root", commit]),
-    }
-    let output = git(repo, &args);
+    let output = diff_tree(repo, commit, "--name-status");
     let mut fields = output.split(|&b| b == 0).filter(|field| !field.is_empty());
     let mut out = BTreeSet::new();
     while let Some(status) = fields.next() {
@@ -81,18 +82,7 @@ fn git_name_status(repo: &Path, commit: &str) -> BTreeSet<(char, BString, BStrin
 
 /// `git diff-tree --numstat -z` as path → (additions, deletions); binary files are `None`.
 fn git_numstat(repo: &Path, commit: &str) -> BTreeSet<(BString, Option<(u32, u32)>)> {
-    let parent = git(repo, &["rev-list", "--parents", "-n1", commit]);
-    let parent = parent.to_str().expect("hex").split_whitespace().nth(1).map(str::to_owned);
-    let mut args = vec!["diff-tree", "-r", "-M", "--numstat", "-z", "--no-commit-id"];
-    let range;
-    match &parent {
-        Some(parent) => {
-            range = [parent.as_str(), commit];
-            args.extend(range);
-        }
-        None => args.extend(["--root", commit]),
-    }
-    let output = git(repo, &args);
+    let output = diff_tree(repo, commit, "--numstat");
     let mut fields = output.split(|&b| b == 0).peekable();
     let mut out = BTreeSet::new();
     while let Some(field) = fields.next() {

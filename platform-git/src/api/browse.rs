@@ -35,6 +35,7 @@ use crate::permissions::Access;
 
 /// A repository the caller may read, and where it is on disk.
 pub(super) struct Target {
+    pub(super) id: i64,
     pub(super) owner: String,
     pub(super) name: String,
     pub(super) private: bool,
@@ -56,6 +57,7 @@ impl RepoApi {
             repository_for(&mut conn, path, caller.as_ref().map(viewer), Access::Read).await?;
         let disk = self.store.path(&record.owner, &record.name).map_err(ApiError::internal)?;
         Ok(Target {
+            id: record.id,
             owner: record.owner,
             name: record.name,
             private: record.is_private,

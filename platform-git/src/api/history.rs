@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use platform_core::api::{ApiError, ApiPath, ApiQuery, ErrorBody};
 
 use super::browse::{
-    Freshness, PageQuery, Representation, Request, link_header, patch_response, representation,
-    with_link,
+    Fresh, Freshness, PageQuery, Representation, Request, link_header, patch_response,
+    representation, with_link,
 };
 use super::views::*;
 use super::{RepoApi, RepoPath};
@@ -36,18 +36,13 @@ impl RefPath {
     }
 }
 
+/// The protection rules of the repository `request` reads (the record found when it was
+/// authorized).
 async fn protected_rules(
-    api: &RepoApi,
-    owner: &str,
-    name: &str,
+    request: &Request,
 ) -> Result<Vec<crate::protection::ProtectedBranch>, ApiError> {
-    let mut conn = api.connection().await?;
-    let Some(record) =
-        crate::records::find(&mut conn, owner, name).await.map_err(super::record_error)?
-    else {
-        return Ok(Vec::new());
-    };
-    crate::protection::list(&mut conn, record.id).await.map_err(ApiError::internal)
+    let mut conn = request.api.connection().await?;
+    crate::protection::list(&mut conn, request.target.id).await.map_err(ApiError::internal)
 }
 
 #[utoipa::path(
@@ -73,7 +68,7 @@ pub(super) async fn list_branches(
     let (page, per_page) = page.resolve()?;
     let request = Request::new(api, &path, headers, &jar, uri).await?;
     let branches = request.read(|repo| repo.branches()).await?;
-    let rules = protected_rules(&request.api, &request.target.owner, &request.target.name).await?;
+    let rules = protected_rules(&request).await?;
     let urls = request.views();
     let last = branches.len().div_ceil(per_page).max(1);
     let views: Vec<BranchView> = branches
@@ -119,7 +114,7 @@ pub(super) async fn get_branch(
             Ok((branch, info))
         })
         .await?;
-    let rules = protected_rules(&request.api, &request.target.owner, &request.target.name).await?;
+    let rules = protected_rules(&request).await?;
     let urls = request.views();
     Ok(Json(BranchDetail {
         protected: crate::protection::rule_for(&rules, &branch.name).is_some(),
@@ -287,20 +282,20 @@ pub(super) async fn get_commit(
     let headers = request.headers.clone();
     let variant = request.variant();
     let private = request.target.private;
-    let answer = request
+    let fresh = request
         .read(move |repo| {
             let (name, representation) =
                 representation(&name, &headers, |whole| repo.resolve(whole).is_ok());
             let resolved = repo.resolve(name)?;
             let freshness = Freshness::of(&[&resolved], private, &variant);
             if freshness.matches(&headers) {
-                return Ok((freshness, None));
+                return Ok(Fresh { freshness, value: None });
             }
             let info = repo.commit_info(resolved.id)?;
             let body = match representation {
                 Representation::Json => {
                     let diff = repo.commit_diff(&info, true)?;
-                    Answer::Commit(Box::new((info, diff)))
+                    Answer::Json(Box::new((info, diff)))
                 }
                 Representation::Diff => {
                     let diff = repo.commit_diff(&info, true)?;
@@ -314,25 +309,22 @@ pub(super) async fn get_commit(
                     Answer::Text(out, representation)
                 }
             };
-            Ok((freshness, Some(body)))
+            Ok(Fresh { freshness, value: Some(body) })
         })
         .await?;
     let urls = request.views();
-    let (freshness, body) = answer;
-    Ok(freshness.answer(&request.headers, || match body {
-        Some(Answer::Commit(commit)) => {
+    Ok(request.respond(fresh, |answer| match answer {
+        Answer::Json(commit) => {
             let (info, diff) = *commit;
             Json(CommitView::new(&info, &urls).with_diff(&diff, &urls)).into_response()
         }
-        Some(Answer::Text(bytes, representation)) => patch_response(bytes, representation),
-        Some(Answer::Compare(_)) | None => axum::http::StatusCode::NOT_MODIFIED.into_response(),
+        Answer::Text(bytes, representation) => patch_response(bytes, representation),
     }))
 }
 
-/// What a commit or comparison route made.
-enum Answer {
-    Commit(Box<(crate::browse::CommitInfo, crate::browse::Diff)>),
-    Compare(Box<CompareParts>),
+/// What a commit or comparison route made: its JSON's parts, or a diff or patch in text.
+enum Answer<J> {
+    Json(Box<J>),
     Text(Vec<u8>, Representation),
 }
 
@@ -383,14 +375,14 @@ pub(super) async fn compare(
     let headers = request.headers.clone();
     let variant = request.variant();
     let private = request.target.private;
-    let (freshness, body) = request
+    let fresh = request
         .read(move |repo| {
             let (basehead, representation) = representation(&basehead, &headers, |_| false);
             let (base, head) = split_basehead(basehead)?;
             let (base, head) = (repo.resolve(base)?, repo.resolve(head)?);
             let freshness = Freshness::of(&[&base, &head], private, &variant);
             if freshness.matches(&headers) {
-                return Ok((freshness, None));
+                return Ok(Fresh { freshness, value: None });
             }
             let limit = repo.limits().compare_commits;
             let divergence = repo.divergence(base.id, head.id, limit)?;
@@ -403,7 +395,7 @@ pub(super) async fn compare(
             let answer = match representation {
                 Representation::Json => {
                     let diff = repo.diff_trees(from_tree, head_info.tree, true)?;
-                    Answer::Compare(Box::new(CompareParts {
+                    Answer::Json(Box::new(CompareParts {
                         base: repo.commit_info(base.id)?,
                         head: head.id,
                         merge_base: merge_base.map(|id| repo.commit_info(id)).transpose()?,
@@ -425,12 +417,12 @@ pub(super) async fn compare(
                     Answer::Text(out, representation)
                 }
             };
-            Ok((freshness, Some(answer)))
+            Ok(Fresh { freshness, value: Some(answer) })
         })
         .await?;
     let urls = request.views();
-    Ok(freshness.answer(&request.headers, || match body {
-        Some(Answer::Compare(parts)) => {
+    Ok(request.respond(fresh, |answer| match answer {
+        Answer::Json(parts) => {
             let CompareParts { base, head, merge_base, ahead, behind, commits, diff } = *parts;
             let status = match (ahead, behind) {
                 (0, 0) => "identical",
@@ -456,7 +448,6 @@ pub(super) async fn compare(
             })
             .into_response()
         }
-        Some(Answer::Text(bytes, representation)) => patch_response(bytes, representation),
-        Some(Answer::Commit(_)) | None => axum::http::StatusCode::NOT_MODIFIED.into_response(),
+        Answer::Text(bytes, representation) => patch_response(bytes, representation),
     }))
 }

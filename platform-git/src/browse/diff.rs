@@ -311,8 +311,7 @@ impl Repo {
         if header.size() > self.limits.diff_blob_bytes {
             return Ok(None);
         }
-        let blob = self.repo.find_blob(side.id).map_err(BrowseError::git("cannot read a blob"))?;
-        Ok(Some(blob.data.clone()))
+        Ok(Some(self.blob(side.id)?))
     }
 
     fn count_lines(&self, file: &mut FileChange, want_patch: bool) -> Result<()> {
