@@ -37,6 +37,7 @@ pub mod redact;
 pub mod ssh;
 pub mod store;
 pub mod transport;
+pub mod webhooks;
 
 /// The migrations of `platform-git`'s tables (repositories, collaborators, protected branches).
 /// They refer to `users`, so run them after

@@ -587,8 +587,28 @@ impl Queue {
     /// confirm within the publish timeout. The job may then still have been stored; consumers
     /// must tolerate duplicates anyway (delivery is at least once).
     pub async fn publish<J: Serialize>(&self, stream: &str, job: &J) -> Result<String, QueueError> {
+        self.publish_with_id(stream, &uuid::Uuid::new_v4().to_string(), job).await
+    }
+
+    /// Publishes `job` under a chosen `id`, such as one derived from the event that caused it,
+    /// and returns the id once the broker has durably accepted the job.
+    ///
+    /// Publishing the same id again (a producer retrying after a crash) is how at-least-once
+    /// producers stay idempotent: NATS drops the repeat within its deduplication window, and
+    /// consumers that record finished job ids (as the email worker does) skip it on either
+    /// backend.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::publish`].
+    pub async fn publish_with_id<J: Serialize>(
+        &self,
+        stream: &str,
+        id: &str,
+        job: &J,
+    ) -> Result<String, QueueError> {
         validate_name("stream", stream)?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = id.to_owned();
         let envelope = OutgoingEnvelope { id: &id, retries: 0, published_at_ms: now_ms(), job };
         let payload = serde_json::to_vec(&envelope)
             .map_err(|source| QueueError::Encode { stream: stream.to_owned(), source })?;

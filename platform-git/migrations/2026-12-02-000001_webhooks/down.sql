@@ -1,0 +1,9 @@
+ALTER TABLE repositories
+    DROP COLUMN languages,
+    DROP COLUMN tag_count,
+    DROP COLUMN branch_count,
+    DROP COLUMN push_count;
+DROP TABLE push_reactions_done;
+DROP TABLE webhook_attempts;
+DROP TABLE webhook_deliveries;
+DROP TABLE webhooks;
