@@ -20,6 +20,9 @@
 //! - [`browse`] reads refs, history, trees, blobs, diffs, blame and archives with gix, served by
 //!   [`api`] under `/api/repos/{owner}/{name}/...`.
 //!
+//! - [`watches`] keeps who watches which repository and queues a mail to each of them who can
+//!   still read it after a push.
+//!
 //! It depends on `platform-storage` and `platform-core`.
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -32,11 +35,13 @@ pub mod http;
 pub mod permissions;
 pub mod pktline;
 pub mod protection;
+pub mod reactions;
 pub mod records;
 pub mod redact;
 pub mod ssh;
 pub mod store;
 pub mod transport;
+pub mod watches;
 pub mod webhooks;
 
 /// The migrations of `platform-git`'s tables (repositories, collaborators, protected branches).

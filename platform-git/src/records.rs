@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use diesel::OptionalExtension as _;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 /// The error returned by record queries.
@@ -66,12 +66,27 @@ pub struct RepoRecord {
     /// or a fork of such a fork): it cannot be made public.
     #[diesel(sql_type = Bool)]
     pub private_lineage: bool,
+    /// How many pushes it has had.
+    #[diesel(sql_type = BigInt)]
+    pub push_count: i64,
+    /// How many branches it had after the last push.
+    #[diesel(sql_type = Integer)]
+    pub branch_count: i32,
+    /// How many tags it had after the last push.
+    #[diesel(sql_type = Integer)]
+    pub tag_count: i32,
+    /// The language with the most bytes on the default branch, once counted.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub language: Option<String>,
 }
 
 /// The columns of [`RepoRecord`], for `r` joined with its owner `u`.
 const COLUMNS: &str = "r.id, r.owner_id, u.username AS owner, r.name, r.description, \
                        r.is_private, r.default_branch, r.created_at, r.updated_at, \
-                       r.size_bytes, r.pushed_at, r.forked_from, r.private_lineage";
+                       r.size_bytes, r.pushed_at, r.forked_from, r.private_lineage, \
+                       r.push_count, r.branch_count, r.tag_count, \
+                       (SELECT l.key FROM jsonb_each_text(r.languages) l \
+                        ORDER BY l.value::bigint DESC, l.key LIMIT 1) AS language";
 
 fn taken(name: &str) -> impl FnOnce(DieselError) -> RecordError {
     let name = name.to_owned();
@@ -145,6 +160,24 @@ pub async fn find(
     ))
     .bind::<Text, _>(owner)
     .bind::<Text, _>(name)
+    .get_result(conn)
+    .await
+    .optional()?)
+}
+
+/// Finds the repository with id `id`.
+///
+/// # Errors
+///
+/// Fails when the query fails.
+pub async fn find_by_id(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+) -> Result<Option<RepoRecord>, RecordError> {
+    Ok(diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM repositories r JOIN users u ON u.id = r.owner_id WHERE r.id = $1"
+    ))
+    .bind::<BigInt, _>(id)
     .get_result(conn)
     .await
     .optional()?)

@@ -149,6 +149,75 @@ mod tests {
     }
 
     #[test]
+    fn reads_what_the_watch_notifier_publishes() {
+        use platform_git::watches as git;
+        let published = git::PushMail {
+            to: "bob@example.com".into(),
+            repository: "ada/engine".into(),
+            pusher: "ada".into(),
+            refs: vec![
+                git::PushedRef {
+                    name: "refs/heads/main".into(),
+                    old: "1".repeat(40),
+                    new: "2".repeat(40),
+                    commits: vec![
+                        git::PushedCommit {
+                            id: "3".repeat(40),
+                            summary: "Second".into(),
+                            author: "Ada Lovelace".into(),
+                        },
+                        git::PushedCommit {
+                            id: "4".repeat(40),
+                            summary: "First".into(),
+                            author: "Grace Hopper".into(),
+                        },
+                    ],
+                    total_commits: 12,
+                },
+                git::PushedRef {
+                    name: "refs/heads/old".into(),
+                    old: "5".repeat(40),
+                    new: "0".repeat(40),
+                    commits: vec![],
+                    total_commits: 0,
+                },
+            ],
+        };
+        let wire = serde_json::to_string(&published).expect("serializes");
+        let job: MailJob = serde_json::from_str(&wire).expect("decodes as a mail job");
+        let expected = MailJob::PushNotification(PushNotification {
+            to: published.to.clone(),
+            repository: published.repository.clone(),
+            pusher: published.pusher.clone(),
+            refs: published
+                .refs
+                .iter()
+                .map(|pushed| PushedRef {
+                    name: pushed.name.clone(),
+                    old: pushed.old.clone(),
+                    new: pushed.new.clone(),
+                    commits: pushed
+                        .commits
+                        .iter()
+                        .map(|commit| PushedCommit {
+                            id: commit.id.clone(),
+                            summary: commit.summary.clone(),
+                            author: commit.author.clone(),
+                        })
+                        .collect(),
+                    total_commits: pushed.total_commits,
+                })
+                .collect(),
+        });
+        assert_eq!(job, expected);
+        assert_eq!(job.kind(), "push_notification");
+        // Nothing is lost or added either way: the two wire forms are the same JSON.
+        let ours: serde_json::Value = serde_json::to_value(&job).expect("serializes");
+        let theirs: serde_json::Value = serde_json::from_str(&wire).expect("is JSON");
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
     fn a_push_notification_round_trips() {
         let job = MailJob::PushNotification(PushNotification {
             to: "bob@example.com".into(),

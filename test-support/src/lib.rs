@@ -21,9 +21,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 mod proxy;
+mod receiver;
 mod smtp;
 
 pub use proxy::TcpProxy;
+pub use receiver::{Received, Receiver};
 pub use smtp::{CaptureTls, CapturedMail, SMTP_PASSWORD, SMTP_USER, SmtpCapture};
 
 /// Returns the value of a variable that `scripts/services.sh` exports.

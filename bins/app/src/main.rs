@@ -9,6 +9,7 @@ use platform_core::redis::Redis;
 use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
 use platform_git::api::RepoApi;
 use platform_git::store::RepoStore;
+use platform_git::webhooks::guard::{AllowList, Guard};
 use platform_storage::api::{StorageApi, UploadLimits};
 use platform_storage::{AvatarRoot, FilesRoot};
 
@@ -36,7 +37,9 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     let accounts = Accounts::new(database.clone(), redis.clone(), queue.clone(), &config.session)?;
     let store = RepoStore::new(&config.repos_root);
-    let repos = RepoApi::new(accounts.clone(), store, config.domain.public_url.clone());
+    let guard = Guard::new(AllowList::from_entries(&config.webhooks.allowed_hosts)?);
+    let repos = RepoApi::new(accounts.clone(), store, config.domain.public_url.clone())
+        .with_webhook_guard(guard);
     // static_server serves STATIC_ROOT at /static/ of the public URL (the chart's Ingress).
     let static_url = config.domain.public_url.join("static/")?;
     let mut limits = UploadLimits {

@@ -1,4 +1,6 @@
-//! `git_hook` (port 8083): the worker pool that reacts to pushes.
+//! `git_hook` (port 8083): the worker pool that reacts to pushes (see
+//! `platform_git::reactions`): repository metadata, webhook deliveries, watcher notifications.
+//! Any number may run; they share the work.
 
 use anyhow::Context as _;
 use platform_core::config::GitHookConfig;
@@ -6,6 +8,10 @@ use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
 use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_git::reactions::{HookWorker, HookWorkerSettings};
+use platform_git::store::RepoStore;
+use platform_git::webhooks::engine::DeliveryOptions;
+use platform_git::webhooks::guard::{AllowList, Guard};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,13 +19,25 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = platform_core::telemetry::init("git_hook", &config.telemetry)?;
 
     let database = Database::connect(&config.database);
-    database.migrate(CORE_MIGRATIONS).await?;
+    database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
     let redis = Redis::connect(&config.redis)?;
 
     let shell = ServiceShell::new("git_hook");
     let queue =
         Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
             .await?;
+    let settings = HookWorkerSettings {
+        public_url: config.domain.public_url.clone(),
+        guard: Guard::new(AllowList::from_entries(&config.webhooks.allowed_hosts)?),
+        delivery: DeliveryOptions {
+            first_retry: config.webhooks.first_retry,
+            ..DeliveryOptions::default()
+        },
+        client: Default::default(),
+    };
+    let store = RepoStore::new(&config.repos_root);
+    let worker =
+        HookWorker::new(database.clone(), queue.clone(), store, settings)?.build(shell.metrics());
     let shell = shell
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
@@ -28,6 +46,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    let working = tokio::spawn(async move { worker.run(platform_core::shutdown::signal()).await });
     shell.serve(listener, platform_core::shutdown::signal()).await?;
+    working.await.context("the worker panicked")??;
     Ok(())
 }

@@ -371,6 +371,12 @@ impl Accounts {
         &self.database
     }
 
+    /// Returns the queue account mail is published to, for routes built on the accounts that
+    /// publish jobs of their own.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
     /// Authenticates a write needing `scope`: a token must grant it; a session must send its
     /// CSRF token.
     ///

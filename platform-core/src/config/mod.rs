@@ -518,3 +518,60 @@ impl GitLimitsConfig {
         })
     }
 }
+
+/// Outbound webhooks: `APP_WEBHOOK_ALLOWED_HOSTS` and `APP_WEBHOOK_RETRY_SECONDS`.
+///
+/// `APP_WEBHOOK_ALLOWED_HOSTS` lists, comma-separated, what payload URLs may reach beyond the
+/// public internet: host names (`ci.internal`, or `*.internal` for every subdomain), IP
+/// addresses and CIDR blocks (`10.0.0.0/8`, `fd00::/8`), `private` (RFC 1918, CGNAT and
+/// unique-local addresses), `loopback`, or `*` (everything, cloud metadata addresses
+/// included). Unset: only public addresses. `APP_WEBHOOK_RETRY_SECONDS` (default 30) is the
+/// delay before a failed delivery's first retry, doubled for each further one.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct WebhookConfig {
+    /// The entries of `APP_WEBHOOK_ALLOWED_HOSTS`, trimmed and in lower case.
+    pub allowed_hosts: Vec<String>,
+    /// The delay before the first retry.
+    pub first_retry: std::time::Duration,
+}
+
+impl WebhookConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let allowed_hosts =
+            env.or_default("APP_WEBHOOK_ALLOWED_HOSTS", Vec::new(), parse_allowed_hosts);
+        let first_retry =
+            env.or_default("APP_WEBHOOK_RETRY_SECONDS", 30, env::parse_positive::<u64>);
+        Some(Self {
+            allowed_hosts: allowed_hosts?,
+            first_retry: std::time::Duration::from_secs(first_retry?),
+        })
+    }
+}
+
+fn parse_allowed_hosts(raw: &str) -> Result<Vec<String>, String> {
+    let mut entries = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let entry = entry.to_ascii_lowercase();
+        let host = entry.strip_prefix("*.").unwrap_or(&entry);
+        let is_word = matches!(entry.as_str(), "*" | "private" | "loopback");
+        let is_net =
+            entry.parse::<ipnet::IpNet>().is_ok() || entry.parse::<std::net::IpAddr>().is_ok();
+        let is_host = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !(is_word || is_net || is_host) {
+            return Err(format!(
+                "{entry:?} is not a host name, IP address, CIDR block, `private`, `loopback` or `*`"
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{GitLimitsConfig, UploadLimitsConfig};
+use super::{GitLimitsConfig, UploadLimitsConfig, WebhookConfig};
 
 use super::{
     AiConfig, ConfigError, DatabaseConfig, DomainConfig, EmbeddingConfig, EnvReader, HttpConfig,
@@ -74,6 +74,8 @@ pub struct AppConfig {
     pub embedding: EmbeddingConfig,
     /// Qdrant.
     pub qdrant: QdrantConfig,
+    /// Outbound webhooks.
+    pub webhooks: WebhookConfig,
 }
 
 impl AppConfig {
@@ -104,13 +106,15 @@ impl AppConfig {
         let ai = AiConfig::read(&mut env);
         let embedding = EmbeddingConfig::read(&mut env, ai.as_ref());
         let qdrant = QdrantConfig::read(&mut env);
+        let webhooks = WebhookConfig::read(&mut env);
         let (
             (telemetry, http, database, redis, nats, domain, session),
             (repos_root, avatar_path, storage_path, uploads),
             ai,
             embedding,
             qdrant,
-        ) = env.finish((services.complete(), roots.complete(), ai, embedding, qdrant))?;
+            webhooks,
+        ) = env.finish((services.complete(), roots.complete(), ai, embedding, qdrant, webhooks))?;
         Ok(Self {
             telemetry,
             http,
@@ -126,6 +130,7 @@ impl AppConfig {
             ai,
             embedding,
             qdrant,
+            webhooks,
         })
     }
 }
@@ -261,6 +266,8 @@ pub struct GitHookConfig {
     pub embedding: EmbeddingConfig,
     /// Qdrant.
     pub qdrant: QdrantConfig,
+    /// Outbound webhooks.
+    pub webhooks: WebhookConfig,
 }
 
 impl GitHookConfig {
@@ -285,8 +292,14 @@ impl GitHookConfig {
         let ai = AiConfig::read(&mut env);
         let embedding = EmbeddingConfig::read(&mut env, ai.as_ref());
         let qdrant = QdrantConfig::read(&mut env);
-        let ((telemetry, http, database, redis, nats, domain, repos_root), ai, embedding, qdrant) =
-            env.finish((services.complete(), ai, embedding, qdrant))?;
+        let webhooks = WebhookConfig::read(&mut env);
+        let (
+            (telemetry, http, database, redis, nats, domain, repos_root),
+            ai,
+            embedding,
+            qdrant,
+            webhooks,
+        ) = env.finish((services.complete(), ai, embedding, qdrant, webhooks))?;
         Ok(Self {
             telemetry,
             http,
@@ -298,6 +311,7 @@ impl GitHookConfig {
             ai,
             embedding,
             qdrant,
+            webhooks,
         })
     }
 }

@@ -17,11 +17,24 @@
 //! | `GET` | `/api/repos/{owner}/{name}/protected-branches` | read | 200 and the branch rules |
 //! | `POST` | `/api/repos/{owner}/{name}/protected-branches` | admin | 201 and the rule |
 //! | `DELETE` | `/api/repos/{owner}/{name}/protected-branches/{id}` | admin | 204 |
+//! | `GET` | `/api/repos/{owner}/{name}/subscription` | read, signed in | 200 and the caller's subscription; 404 when they do not watch it |
+//! | `PUT` | `/api/repos/{owner}/{name}/subscription` | read, signed in | 200 and the subscription: the caller watches it (body optional) |
+//! | `DELETE` | `/api/repos/{owner}/{name}/subscription` | read, signed in | 204; the caller does not watch it |
+//! | `GET` | `/api/repos/{owner}/{name}/subscribers` | read | 200 and a page of its watchers who can read it |
+//! | `GET` | `/api/user/subscriptions` | a signed-in user | 200 and a page of the repositories they watch and can read |
 //!
 //! "Who may" is the [`Access`] needed (see [`crate::permissions`]). A repository the caller cannot
 //! see answers 404 to every route, exactly as if it did not exist; one they can see but not
 //! change answers 403. Writes need a signed-in caller (401 otherwise) and, with a token, the
 //! `repo:write` scope; deleting a repository needs the `admin` scope.
+//!
+//! Watchers are mailed about pushes by others (see [`crate::watches`]); changing a subscription
+//! needs, with a token, the `repo:write` scope. The watching routes are in the OpenAPI document
+//! under the tag `watching`.
+//!
+//! The webhook routes (`/api/repos/{owner}/{name}/hooks`, their pings, tests, deliveries and
+//! redeliveries) need admin access; their table is in `hooks.rs`, and they are in the OpenAPI
+//! document under the tag `webhooks`.
 //!
 //! The browsing routes (branches, tags, commits, compare, trees, contents, raw files, blame,
 //! archives, READMEs, languages) need read access; their table is in `browse.rs` and each is in
@@ -56,6 +69,7 @@ use crate::permissions::{self, Access, Collaborator, Role};
 use crate::protection::{self, NewRule, ProtectedBranch, ProtectionError, PushAccess};
 use crate::records::{self, Listing, RecordError, RepoChanges, RepoRecord, Viewer};
 use crate::store::{self, RepoStore, StoreError};
+use crate::webhooks::guard::Guard;
 
 /// The longest description accepted, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
@@ -71,6 +85,7 @@ pub struct RepoApi {
     store: RepoStore,
     public_url: Url,
     browser: Browser,
+    webhook_guard: Guard,
 }
 
 impl FromRef<RepoApi> for Key {
@@ -82,7 +97,20 @@ impl FromRef<RepoApi> for Key {
 impl RepoApi {
     /// Prepares the repository routes' state; `public_url` is `APP_DOMAIN_URL`.
     pub fn new(accounts: Accounts, store: RepoStore, public_url: Url) -> Self {
-        Self { accounts, store, public_url, browser: Browser::new(Limits::default()) }
+        Self {
+            accounts,
+            store,
+            public_url,
+            browser: Browser::new(Limits::default()),
+            webhook_guard: Guard::default(),
+        }
+    }
+
+    /// Checks payload URLs of webhooks against `guard` instead of the default one (public
+    /// addresses only).
+    pub fn with_webhook_guard(mut self, guard: Guard) -> Self {
+        self.webhook_guard = guard;
+        self
     }
 
     /// Applies `limits` to the browsing routes instead of [`Limits::default`].
@@ -122,6 +150,10 @@ impl RepoApi {
             updated_at: record.updated_at,
             size_bytes: record.size_bytes,
             pushed_at: record.pushed_at,
+            push_count: record.push_count,
+            branch_count: record.branch_count,
+            tag_count: record.tag_count,
+            language: record.language,
             permission: access,
         }
     }
@@ -130,11 +162,17 @@ impl RepoApi {
 mod browse;
 mod files;
 mod history;
+mod hooks;
 mod views;
+mod watches;
 
 pub use browse::{PageQuery, RefQuery};
 pub use files::{FilePath, TreeQuery};
 pub use history::{CommitsQuery, RefPath};
+pub use hooks::{
+    AttemptView, CreateHook, DeliveryDetailView, DeliveryPath, DeliveryView, Exchange, HookConfig,
+    HookConfigInput, HookPath, HookView, InsecureSsl, LastResponse, UpdateHook,
+};
 pub use views::*;
 
 /// Registers `routes` under an axum path with a wildcard last segment (refs and paths hold
@@ -193,6 +231,20 @@ pub fn api(state: RepoApi) -> OpenApiRouter {
         .routes(routes!(set_collaborator, remove_collaborator))
         .routes(routes!(list_protected_branches, create_protected_branch))
         .routes(routes!(delete_protected_branch))
+        .routes(routes!(hooks::list_hooks, hooks::create_hook))
+        .routes(routes!(hooks::get_hook, hooks::update_hook, hooks::delete_hook))
+        .routes(routes!(hooks::ping_hook))
+        .routes(routes!(hooks::test_hook))
+        .routes(routes!(hooks::list_deliveries))
+        .routes(routes!(hooks::get_delivery))
+        .routes(routes!(hooks::redeliver))
+        .routes(routes!(
+            watches::get_subscription,
+            watches::set_subscription,
+            watches::delete_subscription
+        ))
+        .routes(routes!(watches::list_subscribers))
+        .routes(routes!(watches::list_my_subscriptions))
         .with_state(state)
 }
 
@@ -223,6 +275,14 @@ pub struct Repository {
     pub size_bytes: i64,
     /// When it was last pushed to.
     pub pushed_at: Option<DateTime<Utc>>,
+    /// How many pushes it has had.
+    pub push_count: i64,
+    /// How many branches it had after the last push.
+    pub branch_count: i32,
+    /// How many tags it had after the last push.
+    pub tag_count: i32,
+    /// The language with the most bytes on the default branch (counted after each push to it).
+    pub language: Option<String>,
     /// What the caller may do to it (absent for anonymous callers of public repositories).
     pub permission: Option<Access>,
 }

@@ -168,6 +168,19 @@ impl Repo {
         self.diff_trees(parent_tree, commit.tree, patches)
     }
 
+    /// Returns every file changed from tree `old` (none: the empty tree) to tree `new`, by path,
+    /// with renames detected as `git diff-tree -r -M` detects them: what a list of touched
+    /// paths needs. Unlike [`Repo::diff_trees`] no file limit applies and no lines are counted
+    /// (`additions`, `deletions`, `binary` and `truncated` stay unset, `patch` is none), so no
+    /// blob is read but by rename detection.
+    ///
+    /// # Errors
+    ///
+    /// [`BrowseError::Git`] when a tree cannot be read.
+    pub fn changed_files(&self, old: Option<ObjectId>, new: ObjectId) -> Result<Vec<FileChange>> {
+        self.tree_changes(old, new)?.into_iter().map(|change| self.file_change(change)).collect()
+    }
+
     /// What gix diffs blobs with. Attributes of a bare repository come only from its
     /// configuration and `info/attributes` (as for git itself), so an empty index stands in for
     /// a worktree's: gix's own default reads the whole tree at `HEAD` into an index first.

@@ -136,6 +136,93 @@ pub struct Divergence {
     pub commits: Vec<CommitInfo>,
 }
 
+/// The commits [`Repo::rev_list`] lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevList {
+    /// Their ids, in git's order: newest first.
+    pub commits: Vec<ObjectId>,
+    /// Whether these are all of them: false when the walk stopped at its limit.
+    pub complete: bool,
+}
+
+/// A walk from several tips at once, in git's order, each commit marked with the tips that
+/// reach it (a bit per kind of tip): what `git rev-list` does when some tips are excluded.
+struct Painted<'a> {
+    walk: Walk<'a>,
+    reach: HashMap<ObjectId, u8>,
+}
+
+impl<'a> Painted<'a> {
+    /// Starts at `tips`, each with its marks, queued in the order given.
+    fn new(repo: &'a Repo, tips: &[(ObjectId, u8)]) -> Result<Self> {
+        let mut painted = Self { walk: Walk::new(repo), reach: HashMap::new() };
+        for (id, marks) in tips {
+            *painted.reach.entry(*id).or_default() |= marks;
+        }
+        for (id, _) in tips {
+            painted.walk.push(*id)?;
+        }
+        Ok(painted)
+    }
+
+    /// Takes the next commit and passes its marks on to its parents (and, through the parents
+    /// already read, to everything below them).
+    fn pop(&mut self) -> Result<Option<ObjectId>> {
+        let Some((_, _, id)) = self.walk.queue.pop() else { return Ok(None) };
+        let marks = self.marks(id);
+        let parents = self.walk.node(id)?.parents.clone();
+        for parent in parents {
+            match self.reach.get(&parent).copied() {
+                None => {
+                    self.reach.insert(parent, marks);
+                    self.walk.push(parent)?;
+                }
+                Some(old) if old | marks != old => {
+                    spread(parent, marks, &mut self.reach, &self.walk.nodes)
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Some(id))
+    }
+
+    /// The marks of `id` so far.
+    fn marks(&self, id: ObjectId) -> u8 {
+        self.reach.get(&id).copied().unwrap_or_default()
+    }
+
+    /// Whether a queued commit has marks `matters` holds for.
+    fn queued_any(&self, matters: impl Fn(u8) -> bool) -> bool {
+        self.walk.queue.iter().any(|(_, _, id)| matters(self.marks(*id)))
+    }
+}
+
+/// When a painted walk ends: a few commits after only those that no longer matter are queued
+/// (git's SLOP), for clocks that went backwards.
+struct Slop(u32);
+
+impl Default for Slop {
+    fn default() -> Self {
+        Self(Self::EXTRA)
+    }
+}
+
+impl Slop {
+    /// Extra commits taken once only those that no longer matter are queued.
+    const EXTRA: u32 = 5;
+
+    /// Counts one more commit taken; `settled` says whether only commits that no longer
+    /// matter are queued. Returns whether the walk is done.
+    fn done(&mut self, settled: bool) -> bool {
+        if !settled {
+            self.0 = Self::EXTRA;
+            return false;
+        }
+        self.0 -= 1;
+        self.0 == 0
+    }
+}
+
 impl Repo {
     /// Lists the commits `query` asks for.
     ///
@@ -229,52 +316,25 @@ impl Repo {
     ///
     /// [`BrowseError::TooSlow`] past [`Limits::walk_time`](super::Limits::walk_time).
     pub fn divergence(&self, base: ObjectId, head: ObjectId, limit: usize) -> Result<Divergence> {
-        /// Extra commits popped once only shared ones are queued (git's SLOP).
-        const SLOP: u32 = 5;
         let deadline = Deadline::after(self.limits.walk_time, "the comparison");
-        let mut walk = Walk::new(self);
-        let mut reach: HashMap<ObjectId, u8> = HashMap::new();
+        let shared = FROM_BASE | FROM_HEAD;
+        let mut painted = Painted::new(self, &[(base, FROM_BASE), (head, FROM_HEAD)])?;
         let mut popped = Vec::new();
-        reach.insert(base, FROM_BASE);
-        *reach.entry(head).or_default() |= FROM_HEAD;
-        walk.push(base)?;
-        walk.push(head)?;
-        let mut slop = SLOP;
+        let mut slop = Slop::default();
         let mut steps = 0u32;
-        while let Some((_, _, id)) = walk.queue.pop() {
+        while let Some(id) = painted.pop()? {
             steps += 1;
             if steps.is_multiple_of(128) {
                 deadline.check()?;
             }
-            let marks = reach.get(&id).copied().unwrap_or_default();
-            let parents = walk.node(id)?.parents.clone();
-            for parent in parents {
-                let known = reach.get(&parent).copied();
-                match known {
-                    None => {
-                        reach.insert(parent, marks);
-                        walk.push(parent)?;
-                    }
-                    Some(old) if old | marks != old => {
-                        spread(parent, marks, &mut reach, &walk.nodes)
-                    }
-                    Some(_) => {}
-                }
-            }
             popped.push(id);
-            let shared = FROM_BASE | FROM_HEAD;
-            if walk.queue.iter().all(|(_, _, id)| reach.get(id) == Some(&shared)) {
-                slop -= 1;
-                if slop == 0 {
-                    break;
-                }
-            } else {
-                slop = SLOP;
+            if slop.done(!painted.queued_any(|marks| marks != shared)) {
+                break;
             }
         }
         let ahead: Vec<ObjectId> =
-            popped.iter().filter(|id| reach.get(*id) == Some(&FROM_HEAD)).copied().collect();
-        let behind = popped.iter().filter(|id| reach.get(*id) == Some(&FROM_BASE)).count();
+            popped.iter().filter(|id| painted.marks(**id) == FROM_HEAD).copied().collect();
+        let behind = popped.iter().filter(|id| painted.marks(**id) == FROM_BASE).count();
         let commits = ahead
             .iter()
             .rev()
@@ -282,6 +342,60 @@ impl Repo {
             .map(|id| self.commit_info(*id))
             .collect::<Result<_>>()?;
         Ok(Divergence { ahead: ahead.len(), behind, commits })
+    }
+
+    /// Lists the commits reachable from `include` and from none of `exclude`, in the order
+    /// `git rev-list <include> --not <exclude>` prints them (newest first; `--reverse` is the
+    /// list read backwards), stopping after `limit` commits.
+    ///
+    /// The walk is the one [`Repo::divergence`] makes, with any number of tips on either side:
+    /// it ends once no queued commit is reachable from `include` alone, so the history below
+    /// the excluded tips is not walked. Every tip must be a commit (peel tags first).
+    ///
+    /// # Errors
+    ///
+    /// [`BrowseError::NotFound`] when a tip is no commit, [`BrowseError::TooSlow`] past
+    /// [`Limits::walk_time`](super::Limits::walk_time).
+    pub fn rev_list(
+        &self,
+        include: &[ObjectId],
+        exclude: &[ObjectId],
+        limit: usize,
+    ) -> Result<RevList> {
+        const INCLUDED: u8 = 1;
+        const EXCLUDED: u8 = 2;
+        let listed = |marks: u8| marks == INCLUDED;
+        let deadline = Deadline::after(self.limits.walk_time, "the history walk");
+        let tips: Vec<(ObjectId, u8)> = include
+            .iter()
+            .map(|id| (*id, INCLUDED))
+            .chain(exclude.iter().map(|id| (*id, EXCLUDED)))
+            .collect();
+        let mut painted = Painted::new(self, &tips)?;
+        // Only the commits listed when taken: a commit excluded then stays excluded, and one
+        // listed is excluded later only when a clock went backwards (and is dropped below).
+        let mut popped = Vec::new();
+        let mut complete = true;
+        let mut slop = Slop::default();
+        let mut steps = 0u32;
+        while let Some(id) = painted.pop()? {
+            steps += 1;
+            if steps.is_multiple_of(128) {
+                deadline.check()?;
+            }
+            if listed(painted.marks(id)) {
+                if popped.len() == limit {
+                    complete = false;
+                    break;
+                }
+                popped.push(id);
+            }
+            if slop.done(!painted.queued_any(listed)) {
+                break;
+            }
+        }
+        popped.retain(|id| listed(painted.marks(*id)));
+        Ok(RevList { commits: popped, complete })
     }
 
     /// Returns the best common ancestor of `one` and `two`, if they have one.

@@ -50,7 +50,7 @@ pub use archive::ArchiveFormat;
 pub use blame::{Blame, BlameRange};
 pub use diff::{ChangeStatus, Diff, FileChange, Patch, PatchFormat};
 pub use languages::{Languages, language_of};
-pub use log::{Divergence, LogPage, LogQuery};
+pub use log::{Divergence, LogPage, LogQuery, RevList};
 pub use readme::{Readme, render_markdown};
 pub use refs::{Branch, Resolved, Tag, TagInfo};
 pub use tree::{Contents, EntryKind, TreeEntry, TreeListing};

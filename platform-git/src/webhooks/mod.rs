@@ -1,11 +1,81 @@
-//! Webhooks: what a repository's hooks are told, and how it reaches them.
+//! Webhooks: what a repository's hooks are told after a push, and how it reaches them.
 //!
-//! (The design notes of the delivery engine are completed with it.)
+//! - [`hooks`] keeps each repository's hooks (payload URL, `json` or `form`, a write-only
+//!   secret, events, active, TLS verification);
+//! - [`payload`] builds GitHub's payloads (`push`, `create`, `delete`, `ping`) from the
+//!   repository itself, through [`crate::browse`];
+//! - [`deliveries`] keeps every delivery and each of its attempts, as sent and as answered;
+//! - [`engine`] sends them, with [`client`] (timeouts, no redirects, capped reads) behind the
+//!   SSRF [`guard`], and signs each body with [`sign`].
+//!
+//! # How a delivery travels
+//!
+//! A push's reaction ([`crate::reactions`]) makes one delivery row per listening hook and
+//! event, keyed by what caused it (`<push event id>:<event>:<ref>`): a push event handled
+//! twice never makes a second delivery. It then publishes a [`engine::Wake`] for each hook to
+//! [`engine::DELIVERY_STREAM`], shared by every worker.
+//!
+//! A worker woken for a hook takes the hook's *lease* (a row lock would hold a database
+//! connection for as long as a receiver takes; the lease is a timestamp and a token on the hook
+//! row, taken and renewed by single statements): only the holder sends to that hook, so a hook
+//! gets one request at a time and a repository's pushes in the order they were made. The holder
+//! sends the oldest due delivery, records the attempt and its outcome in one transaction, and
+//! goes on until nothing is due; then it gives the lease back and looks once more, so a
+//! delivery made while the lease was held is not left behind. A wake that finds the lease held
+//! does nothing: the holder's next look finds its delivery. Different hooks are sent to by
+//! different tasks and workers at once, so a slow or failing receiver delays only itself.
+//!
+//! Every attempt is recorded before the wake that caused it is acknowledged: a delivery the
+//! receiver accepted (2xx) is never sent again, except on request ([`deliveries::redeliver`],
+//! which keeps its id). A worker killed mid-request leaves its lease to expire; the next holder
+//! sends the half-sent delivery again, so a receiver sees a repeat only when no success had been
+//! recorded. A failed attempt is retried with exponential backoff and jitter, at least as late
+//! as `Retry-After` asks, while later deliveries go ahead; a hook that keeps failing is paused,
+//! then switched off ([`engine::DeliveryOptions`]). Each worker also sweeps, every second, for
+//! retries that are due and leases that expired.
+//!
+//! # What a receiver gets
+//!
+//! A `POST` of the payload with GitHub's headers (`X-GitHub-Event`, `X-GitHub-Delivery`,
+//! `X-GitHub-Hook-ID`, `X-Hub-Signature-256`, `User-Agent: platform-Hookshot/<version>`), Gitea's
+//! names for the same values (`X-Gitea-Event`, `X-Gitea-Delivery`, `X-Gitea-Signature`), and
+//! the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`), each
+//! signature computed over exactly the bytes sent. Receivers written for GitHub accept it as is.
+
+pub mod client;
+pub mod guard;
+pub mod sign;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub mod deliveries;
+pub mod engine;
+pub mod hooks;
+mod metrics;
+pub mod payload;
+
+/// The error returned by webhook operations.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// A query failed.
+    #[error("webhook query failed")]
+    Query(#[from] diesel::result::Error),
+    /// No database connection could be had.
+    #[error("no database connection for webhooks")]
+    Database(#[from] platform_core::db::DbError),
+    /// The delivery engine could not be woken.
+    #[error("cannot queue the webhook delivery")]
+    Queue(#[from] platform_core::queue::QueueError),
+    /// The repository could not be read for a payload.
+    #[error("cannot read the repository for a webhook payload")]
+    Repository(#[from] crate::browse::BrowseError),
+    /// A payload could not be encoded.
+    #[error("cannot encode a webhook payload")]
+    Encode(#[from] serde_json::Error),
+}
 
 /// An event a hook can subscribe to, named as GitHub names it (`X-GitHub-Event`).
 #[derive(
