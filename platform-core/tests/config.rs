@@ -270,3 +270,26 @@ fn check_readme_key(hex_key: &str, path: &Path) {
     let public: Vec<&str> = public.split_whitespace().take(2).collect();
     assert_eq!(config.ssh.host_key.public_key_openssh(), public.join(" "));
 }
+
+#[test]
+fn webhook_allowed_hosts_are_read_and_a_bad_entry_is_named() {
+    let (ssh_key_hex, _) = keygen("ed25519", &[]);
+    let mut env = full_env(&ssh_key_hex);
+    env.insert(
+        "APP_WEBHOOK_ALLOWED_HOSTS".into(),
+        " ci.internal, 10.0.0.0/8 ,[fd00::5],Private".into(),
+    );
+    env.insert("APP_WEBHOOK_RETRY_SECONDS".into(), "5".into());
+    let config = GitHookConfig::from_env_map(&env).expect("git_hook loads");
+    assert_eq!(
+        config.webhooks.allowed_hosts,
+        ["ci.internal", "10.0.0.0/8", "[fd00::5]", "private"]
+    );
+    assert_eq!(config.webhooks.first_retry, std::time::Duration::from_secs(5));
+    env.insert("APP_WEBHOOK_ALLOWED_HOSTS".into(), "ci.internal, not a host!".into());
+    let error = GitHookConfig::from_env_map(&env).expect_err("a bad entry").to_string();
+    assert!(
+        error.contains("APP_WEBHOOK_ALLOWED_HOSTS") && error.contains("not a host!"),
+        "{error}"
+    );
+}

@@ -186,7 +186,7 @@ fn a_public_receiver_gets_exactly_the_body_and_headers_sent() {
             ensure!(header(&got, name) == Some(value), "{name}: {got:?}");
         }
         ensure!(
-            header(&got, "user-agent").is_some_and(|agent| agent.starts_with("platform-webhooks/")),
+            header(&got, "user-agent").is_some_and(|agent| agent.starts_with("platform-Hookshot/")),
             "{got:?}"
         );
         // The receiver can verify the signature over the bytes it got.

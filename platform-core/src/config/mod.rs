@@ -555,14 +555,15 @@ fn parse_allowed_hosts(raw: &str) -> Result<Vec<String>, String> {
         let entry = entry.to_ascii_lowercase();
         let host = entry.strip_prefix("*.").unwrap_or(&entry);
         let is_word = matches!(entry.as_str(), "*" | "private" | "loopback");
+        let bare = entry.strip_prefix('[').and_then(|v6| v6.strip_suffix(']')).unwrap_or(&entry);
         let is_net =
-            entry.parse::<ipnet::IpNet>().is_ok() || entry.parse::<std::net::IpAddr>().is_ok();
+            bare.parse::<ipnet::IpNet>().is_ok() || bare.parse::<std::net::IpAddr>().is_ok();
         let is_host = !host.is_empty()
             && host.len() <= 253
             && host.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });

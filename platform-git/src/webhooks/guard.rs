@@ -717,6 +717,12 @@ mod tests {
         assert_eq!(allow.check_address(ip("fd00::5")), Ok(()));
         assert_eq!(allow.check_address(ip("127.0.0.1")), Ok(()), "0x7f.1 is 127.0.0.1");
         assert_eq!(allow.check_address(ip("127.0.0.2")), Err(AddressKind::Loopback));
+        // An internationalized name matches the URL parser's spelling of it.
+        let allow = AllowList::parse("Bücher.example, *.bücher.test").expect("a valid list");
+        let host = url("http://bücher.example/").host_str().map(str::to_owned);
+        assert_eq!(host.as_deref(), Some("xn--bcher-kva.example"));
+        assert!(allow.allows_host("xn--bcher-kva.example"));
+        assert!(allow.allows_host("hooks.xn--bcher-kva.test"));
     }
 
     #[test]
