@@ -268,6 +268,36 @@ async fn pushes_over_http_and_ssh_reach_a_receiver_as_github_sends_them() -> any
     assert_eq!(deletion["head_commit"], Value::Null);
     assert_eq!(json(deliveries(&received, "delete", "ref", "v1.0")[0])["ref_type"], "tag");
 
+    // Changes to the repository itself: an edit and a rename.
+    let client = reqwest::Client::new();
+    let edited = client
+        .patch(app.url("/api/repos/ada/engine"))
+        .bearer_auth(&ada.token)
+        .json(&serde_json::json!({ "description": "Runs forever" }))
+        .send()
+        .await?;
+    assert_eq!(edited.status(), 200);
+    let renamed = client
+        .post(app.url("/api/repos/ada/engine/rename"))
+        .bearer_auth(&ada.token)
+        .json(&serde_json::json!({ "name": "motor" }))
+        .send()
+        .await?;
+    assert_eq!(renamed.status(), 200);
+    let received = wait_for(&receiver, "the repository events", |got| {
+        !deliveries(got, "repository", "action", "edited").is_empty()
+            && !deliveries(got, "repository", "action", "renamed").is_empty()
+    })
+    .await?;
+    let edit = json(deliveries(&received, "repository", "action", "edited")[0]);
+    assert_eq!(edit["changes"]["description"]["from"], "");
+    assert_eq!(edit["repository"]["description"], "Runs forever");
+    let rename = deliveries(&received, "repository", "action", "renamed")[0];
+    assert_signed(rename, SECRET);
+    let rename = json(rename);
+    assert_eq!(rename["changes"]["repository"]["name"]["from"], "engine");
+    assert_eq!(rename["repository"]["full_name"], "ada/motor");
+
     // Every delivery arrived once: none of them twice.
     let ids: Vec<&str> =
         received.iter().filter_map(|got| got.header("x-github-delivery")).collect();

@@ -924,3 +924,37 @@ impl RepoApi {
         Ok(())
     }
 }
+
+impl RepoApi {
+    /// Tells the hooks of `repo` (as it is now) listening to `repository` events what
+    /// `caller` did to it. A failure is logged: the change itself is made.
+    pub(super) async fn tell_hooks(
+        &self,
+        repo: &RepoRecord,
+        caller: &Caller,
+        action: &str,
+        changes: serde_json::Value,
+    ) {
+        let told = async {
+            let mut conn = self.connection().await?;
+            let listening = hooks::listening(&mut conn, repo.id, &[HookEvent::Repository])
+                .await
+                .map_err(webhook_error)?;
+            drop(conn);
+            if listening.is_empty() {
+                return Ok::<_, ApiError>(());
+            }
+            let context =
+                PayloadContext::new(repo.clone(), self.public_url.clone(), Self::sender(caller));
+            let payload = payload::repository_payload(&context, action, changes);
+            for hook in listening.iter().filter(|hook| hook.events.includes(HookEvent::Repository))
+            {
+                self.enqueue_and_wake(hook, &payload).await?;
+            }
+            Ok(())
+        };
+        if let Err(error) = told.await {
+            tracing::warn!(repository = repo.id, action, error = %error, "cannot tell the repository's hooks");
+        }
+    }
+}

@@ -747,6 +747,20 @@ async fn update_repository(
         .await
         .map_err(|Failure(error)| error)?;
     tracing::info!(repository = updated.id, user = caller.user.id, "repository settings changed");
+    if updated.is_private != repo.is_private {
+        let action = if updated.is_private { "privatized" } else { "publicized" };
+        api.tell_hooks(&updated, &caller, action, serde_json::Value::Null).await;
+    }
+    let mut changes = serde_json::Map::new();
+    if updated.description != repo.description {
+        changes.insert("description".into(), serde_json::json!({ "from": repo.description }));
+    }
+    if updated.default_branch != repo.default_branch {
+        changes.insert("default_branch".into(), serde_json::json!({ "from": repo.default_branch }));
+    }
+    if !changes.is_empty() {
+        api.tell_hooks(&updated, &caller, "edited", changes.into()).await;
+    }
     Ok(axum::Json(api.view(updated, Some(access))))
 }
 
@@ -795,6 +809,8 @@ async fn rename_repository(
     api.forget_open(&repo.owner, &repo.name);
     api.forget_open(&renamed.owner, &renamed.name);
     tracing::info!(repository = renamed.id, from = %repo.name, to = %renamed.name, "repository renamed");
+    let changes = serde_json::json!({ "repository": { "name": { "from": repo.name } } });
+    api.tell_hooks(&renamed, &caller, "renamed", changes).await;
     Ok(axum::Json(api.view(renamed, Some(access))))
 }
 

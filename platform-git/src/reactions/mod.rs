@@ -276,9 +276,7 @@ impl PushReactions {
         }
         let outcome = reaction.react(&event).await;
         let outcome = match outcome {
-            Ok(()) => mark_done(&shared.database, event.id, kind)
-                .await
-                .map_err(JobError::retry),
+            Ok(()) => mark_done(&shared.database, event.id, kind).await.map_err(JobError::retry),
             Err(error) => Err(error),
         };
         match &outcome {
@@ -361,10 +359,14 @@ impl Reaction for crate::watches::Notifier {
 
     fn react<'a>(&'a self, event: &'a PushEvent) -> ReactionFuture<'a> {
         Box::pin(async move {
-            let queued = self
-                .notify(event)
-                .await
-                .map_err(|error| JobError::retry(platform_core::service::error_chain(&error)))?;
+            let queued = self.notify(event).await.map_err(|error| {
+                let described = platform_core::service::error_chain(&error);
+                if error.is_permanent() {
+                    JobError::Permanent(described)
+                } else {
+                    JobError::Retry(described)
+                }
+            })?;
             if queued > 0 {
                 tracing::debug!(event = %event.id, queued, "push notifications queued");
             }

@@ -85,7 +85,10 @@ impl WebhookFanOut {
             Ok(payloads) => payloads,
             // Deleted or renamed on disk since: no one to tell about it.
             Err(BrowseError::Repository { .. }) => return Ok(()),
-            Err(error @ BrowseError::Malformed { .. }) => return Err(JobError::permanent(error)),
+            // Neither gets better with time: the job is dead-lettered with the reason.
+            Err(error @ (BrowseError::Malformed { .. } | BrowseError::TooSlow { .. })) => {
+                return Err(JobError::permanent(error));
+            }
             Err(error) => return Err(retry(&error)),
         };
         let mut payloads = payloads;

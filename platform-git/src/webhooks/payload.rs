@@ -251,6 +251,22 @@ pub fn ping_payload(context: &PayloadContext, hook_id: i64, hook: Value) -> Even
     }
 }
 
+/// Makes the `repository` payload of `action` (`renamed`, `edited`, `publicized` or
+/// `privatized`, as GitHub names them) for the repository as it is now; `changes` says what it
+/// was before, in GitHub's shape (`{"repository": {"name": {"from": "old"}}}` for a rename,
+/// `{"description": {"from": "..."}}` for an edit), or is `null`.
+pub fn repository_payload(context: &PayloadContext, action: &str, changes: Value) -> EventPayload {
+    let mut body = json!({
+        "action": action,
+        "repository": repository(context, context.repository.pushed_at, Shape::Other),
+        "sender": user(context, &context.sender),
+    });
+    if !changes.is_null() {
+        body["changes"] = changes;
+    }
+    EventPayload { event: HookEvent::Repository, ref_name: None, body }
+}
+
 /// What a ref is, by its name's prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RefKind {
