@@ -23,6 +23,10 @@
 //! - [`watches`] keeps who watches which repository and queues a mail to each of them who can
 //!   still read it after a push.
 //!
+//! - [`reactions`] is what follows a push, as the `git_hook` worker pool runs it: repository
+//!   metadata, [`webhooks`] (GitHub-compatible, signed, retried, behind an SSRF guard) and
+//!   notifications, each job on its own and once per push.
+//!
 //! It depends on `platform-storage` and `platform-core`.
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};

@@ -131,7 +131,7 @@ async fn pushes_over_http_and_ssh_reach_a_receiver_as_github_sends_them() -> any
     let repo_id = deployment.repo(&ada, "engine", false).await?;
     let app = deployment.app().await?;
     let gitserver = deployment.gitserver().await?;
-    let _hook_worker = deployment.git_hook(&[]).await?;
+    let hook_worker = deployment.git_hook(&[]).await?;
     let receiver = Receiver::start("127.0.0.1:0").await?;
     let hook = create_hook(&app, &ada, "ada/engine", &receiver.url("/hook")).await?;
     assert_eq!(hook["config"]["has_secret"], true);
@@ -297,6 +297,20 @@ async fn pushes_over_http_and_ssh_reach_a_receiver_as_github_sends_them() -> any
     let rename = json(rename);
     assert_eq!(rename["changes"]["repository"]["name"]["from"], "engine");
     assert_eq!(rename["repository"]["full_name"], "ada/motor");
+
+    // What the worker counted.
+    let metrics = reqwest::get(hook_worker.url("/metrics")).await?.text().await?;
+    for expected in [
+        "push_reactions_total{kind=\"webhooks\",result=\"done\"}",
+        "push_reactions_total{kind=\"metadata\",result=\"done\"}",
+        "push_reactions_total{kind=\"notifications\",result=\"done\"}",
+        "webhook_deliveries_total{event=\"push\",outcome=\"delivered\"}",
+        "webhook_delivery_duration_seconds_count",
+        "webhook_delivery_lag_seconds",
+        "push_queue_lag_seconds",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing from\n{metrics}");
+    }
 
     // Every delivery arrived once: none of them twice.
     let ids: Vec<&str> =
