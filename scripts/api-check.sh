@@ -39,6 +39,18 @@ psql "$PLATFORM_TEST_DATABASE_URL" -qc "CREATE DATABASE $database" >/dev/null
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base=http://127.0.0.1:$port
 
+# Webhook payload URLs are resolved when a hook is saved (the SSRF guard): the fuzzer makes up
+# host names, and looking them up must not leave this machine. With root, app runs in a mount
+# namespace whose resolv.conf names a loopback port nothing answers on, so every lookup fails
+# at once (names in /etc/hosts, such as localhost, still resolve).
+printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' >"$work/resolv.conf"
+isolate=()
+if [ "$(id -u)" = 0 ] && unshare --mount true 2>/dev/null; then
+  # shellcheck disable=SC2016
+  isolate=(unshare --mount sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$work/resolv.conf")
+else
+  echo "api-check: not root: app resolves webhook hosts with this machine's resolver" >&2
+fi
 APP_HTTP_ADDR=127.0.0.1:$port \
 APP_DATABASE_URL="${PLATFORM_TEST_DATABASE_URL%/*}/$database" \
 APP_REDIS_URL=$redis_url \
@@ -46,7 +58,7 @@ APP_DOMAIN_URL=$base \
 APP_SESSION_SECRET=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(48)).decode())') \
 APP_REPOS_ROOT=$work/repos APP_AVATAR_PATH=$work/avatars STORAGE_PATH=$work/files \
 APP_AI_BASIC_URL=http://127.0.0.1:9/v1 APP_AI_API_KEY=unused \
-  "$root/target/debug/app" >"$work/app.log" 2>&1 &
+  "${isolate[@]}" "$root/target/debug/app" >"$work/app.log" 2>&1 &
 app_pid=$!
 for _ in $(seq 1 150); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ] && break

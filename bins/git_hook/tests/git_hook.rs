@@ -252,12 +252,20 @@ async fn pushes_over_http_and_ssh_reach_a_receiver_as_github_sends_them() -> any
     git(&work, &["commit", "--quiet", "-m", "Another way"])?;
     git(&work, &["push", "--quiet", "--force", &http, "feature"])?;
     let rewritten = git(&work, &["rev-parse", "feature"])?;
-    git(&work, &["push", "--quiet", &http, ":refs/tags/v1.0"])?;
-    let received = wait_for(&receiver, "the forced push and the deletion", |got| {
+    git(&work, &["push", "--quiet", &http, ":refs/tags/v1.0", ":refs/heads/feature"])?;
+    let received = wait_for(&receiver, "the forced push and the deletions", |got| {
         !deliveries(got, "push", "after", &rewritten).is_empty()
             && !deliveries(got, "delete", "ref", "v1.0").is_empty()
+            && !deliveries(got, "delete", "ref", "feature").is_empty()
     })
     .await?;
+    assert_eq!(json(deliveries(&received, "delete", "ref", "feature")[0])["ref_type"], "branch");
+    let branch_deleted = deliveries(&received, "push", "ref", "refs/heads/feature")
+        .into_iter()
+        .map(json)
+        .find(|body| body["deleted"] == true)
+        .expect("the push deleting the branch");
+    assert_eq!(branch_deleted["before"], rewritten.as_str());
     assert_eq!(json(deliveries(&received, "push", "after", &rewritten)[0])["forced"], true);
     let deletion = deliveries(&received, "push", "ref", "refs/tags/v1.0")
         .into_iter()

@@ -735,6 +735,7 @@ pub(super) async fn test_hook(
     params(HookPath, PageQuery),
     responses(
         (status = 200, description = "A page of deliveries, newest first", body = Vec<DeliveryView>),
+        (status = 400, description = "A malformed query string", body = ErrorBody),
         (status = 401, description = "No valid session or token", body = ErrorBody),
         (status = 403, description = "Needs admin access", body = ErrorBody),
         (status = 404, description = "No such repository or hook", body = ErrorBody),

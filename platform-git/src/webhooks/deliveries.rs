@@ -699,3 +699,35 @@ pub(super) async fn oldest_waiting(
     .await?;
     Ok(row.oldest)
 }
+
+/// Deletes up to `batch` finished deliveries (with their attempts) made before `keep` ago, and
+/// the records of push reactions done before then; returns how many deliveries went. The
+/// delivery engine runs it about once a minute with [`super::engine::DeliveryOptions::keep_history`].
+///
+/// # Errors
+///
+/// Fails when the query fails.
+pub async fn prune(
+    conn: &mut AsyncPgConnection,
+    keep: Duration,
+    batch: i64,
+) -> Result<usize, WebhookError> {
+    let deleted = diesel::sql_query(
+        "DELETE FROM webhook_deliveries WHERE id IN ( \
+             SELECT id FROM webhook_deliveries WHERE state IN ('delivered', 'failed') \
+               AND created_at < now() - $1 LIMIT $2)",
+    )
+    .bind::<Interval, _>(interval(keep))
+    .bind::<BigInt, _>(batch)
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "DELETE FROM push_reactions_done WHERE (event_id, kind) IN ( \
+             SELECT event_id, kind FROM push_reactions_done WHERE done_at < now() - $1 LIMIT $2)",
+    )
+    .bind::<Interval, _>(interval(keep))
+    .bind::<BigInt, _>(batch)
+    .execute(conn)
+    .await?;
+    Ok(deleted)
+}

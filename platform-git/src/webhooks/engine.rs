@@ -64,6 +64,9 @@ pub struct DeliveryOptions {
     /// How often each worker looks for retries that are due and hooks a dead worker left.
     /// Default 1 s.
     pub sweep_every: Duration,
+    /// How long finished deliveries (and the records of push reactions done) are kept. Default
+    /// 30 days, as GitHub keeps its delivery history.
+    pub keep_history: Duration,
 }
 
 impl Default for DeliveryOptions {
@@ -79,6 +82,7 @@ impl Default for DeliveryOptions {
             switch_off_after: 40,
             lease: Duration::from_secs(30),
             sweep_every: Duration::from_secs(1),
+            keep_history: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -276,7 +280,26 @@ impl DeliveryEngine {
     async fn sweep(&self, stop: CancellationToken) {
         let shared = &self.shared;
         let settled = Duration::from_secs(2);
+        // Old history goes about once a minute, a batch at a time, from whichever worker.
+        let prune_every = (Duration::from_secs(60).as_millis()
+            / shared.options.sweep_every.as_millis().max(1))
+        .max(1);
+        let mut sweeps: u128 = 0;
         loop {
+            sweeps += 1;
+            if sweeps % prune_every == 0 {
+                let pruned = async {
+                    let mut conn = shared.database.get().await?;
+                    deliveries::prune(&mut conn, shared.options.keep_history, 1000).await
+                };
+                match pruned.await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "old webhook deliveries deleted"),
+                    Err(error) => {
+                        tracing::warn!(error = %platform_core::service::error_chain(&error), "pruning webhook deliveries failed")
+                    }
+                }
+            }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(shared.options.sweep_every) => {}
@@ -348,11 +371,6 @@ fn request(lease: &HookLease, claimed: &Claimed) -> Result<OutgoingRequest, url:
     let id = claimed.id.to_string();
     let mut headers = vec![
         ("Content-Type".to_owned(), content_type.to_owned()),
-        // What the module docs promise receivers (the client's own default is a generic one).
-        (
-            "User-Agent".to_owned(),
-            concat!("platform-Hookshot/", env!("CARGO_PKG_VERSION")).to_owned(),
-        ),
         ("X-GitHub-Event".to_owned(), claimed.event.clone()),
         ("X-GitHub-Delivery".to_owned(), id.clone()),
         ("X-GitHub-Hook-ID".to_owned(), lease.hook_id.to_string()),
