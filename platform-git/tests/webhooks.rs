@@ -937,7 +937,7 @@ async fn a_failing_receiver_is_retried_with_growing_delays_without_holding_up_ot
     let _engine = app.engines(1, &options)?;
     let receiver = Receiver::start("127.0.0.1:0").await?;
     receiver.fail_first("/failing", 2, 500);
-    receiver.set_delay_on("/failing", Duration::from_millis(400));
+    receiver.set_delay_on("/failing", Duration::from_millis(700));
     let ada = app.member("ada").await?;
     let repository_id = app.repo(&ada, "engine", false).await?;
     let failing = app.hook(repository_id, &receiver.url("/failing")).await?;

@@ -287,7 +287,7 @@ impl DeliveryEngine {
         let mut sweeps: u128 = 0;
         loop {
             sweeps += 1;
-            if sweeps % prune_every == 0 {
+            if sweeps.is_multiple_of(prune_every) {
                 let pruned = async {
                     let mut conn = shared.database.get().await?;
                     deliveries::prune(&mut conn, shared.options.keep_history, 1000).await
