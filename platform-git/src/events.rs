@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::OptionalExtension as _;
 use diesel::sql_types::{BigInt, Jsonb, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use platform_core::db::Database;
@@ -52,6 +53,11 @@ pub struct PushEvent {
     pub refs: Vec<RefChange>,
     /// When the push finished.
     pub pushed_at: DateTime<Utc>,
+    /// The push's number among its repository's pushes, from 1, given when the event is
+    /// recorded ([`PushEvents::record`]); webhooks deliver a repository's pushes in this order.
+    /// `None` for an event recorded while the database was down, or made elsewhere.
+    #[serde(default)]
+    pub sequence: Option<i64>,
 }
 
 /// The error returned by [`PushEvents`] operations.
@@ -89,6 +95,16 @@ impl PushEvents {
     ///
     /// Fails only when the event could be neither published nor kept.
     pub async fn record(&self, event: &PushEvent) -> Result<(), EventError> {
+        let mut event = event.clone();
+        if event.sequence.is_none() {
+            match self.number(event.repository_id).await {
+                Ok(sequence) => event.sequence = sequence,
+                Err(error) => {
+                    tracing::warn!(event = %event.id, error = %error, "push event not numbered");
+                }
+            }
+        }
+        let event = &event;
         let payload = serde_json::to_value(event)?;
         let kept = self.keep(event.id, &payload).await;
         match (self.queue.publish(PUSH_STREAM, event).await, kept) {
@@ -112,6 +128,25 @@ impl PushEvents {
                 Err(keep)
             }
         }
+    }
+
+    /// The next number of `repository_id`'s pushes (`None` when the repository is gone).
+    async fn number(&self, repository_id: i64) -> Result<Option<i64>, EventError> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            push_seq: i64,
+        }
+        let mut conn = self.database.get().await.map_err(database)?;
+        let row: Option<Row> = diesel::sql_query(
+            "UPDATE repositories SET push_seq = push_seq + 1 WHERE id = $1 RETURNING push_seq",
+        )
+        .bind::<BigInt, _>(repository_id)
+        .get_result(&mut conn)
+        .await
+        .optional()
+        .map_err(database)?;
+        Ok(row.map(|row| row.push_seq))
     }
 
     async fn keep(&self, id: uuid::Uuid, payload: &serde_json::Value) -> Result<(), EventError> {

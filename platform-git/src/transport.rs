@@ -381,6 +381,7 @@ impl PushRun {
             pusher,
             refs,
             pushed_at: chrono::Utc::now(),
+            sequence: None,
         };
         tracing::info!(repository = repo.id, event = %event.id, refs = event.refs.len(), "pushed");
         let inner = &self.service.inner;

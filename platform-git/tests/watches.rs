@@ -615,6 +615,7 @@ async fn a_push_queues_one_mail_per_recipient_under_ids_of_the_event() -> anyhow
             RefChange { name: "refs/heads/gone".into(), old: old_gone.clone(), new: ZERO.into() },
         ],
         pushed_at: chrono::Utc::now(),
+        sequence: None,
     };
     let (main_commits, main_total) = history.gained(&new_main, &[&old_main], 10)?;
     assert_eq!(main_total, 12, "the fixture's own count");
@@ -725,6 +726,7 @@ async fn on_nats_notifying_an_event_again_is_dropped_by_id() -> anyhow::Result<(
             new: tip.clone(),
         }],
         pushed_at: chrono::Utc::now(),
+        sequence: None,
     };
     assert_eq!(notifier.notify(&event).await?, 1);
     assert_eq!(notifier.notify(&event).await?, 1);

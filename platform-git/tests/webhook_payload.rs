@@ -145,6 +145,7 @@ impl Forge {
             pusher: "ada".to_owned(),
             refs,
             pushed_at: DateTime::from_timestamp(self.clock.get() + 30, 0).expect("a time"),
+            sequence: None,
         }
     }
 
@@ -668,6 +669,7 @@ fn a_push_of_the_browse_fixture_equals_git() {
             new: new.clone(),
         }],
         pushed_at: Utc::now(),
+        sequence: None,
     };
     let repo = Repo::open(&path, Limits::default()).expect("the repository opens");
     let payloads = push_payloads_blocking(&repo, &event, &context()).expect("payloads");

@@ -46,6 +46,112 @@ struct DeliveryRow {
     delivered_attempts: i64,
 }
 
+/// Makes a line of `length` commits on `main` of `ada/{name}` (already created), with the real
+/// git, and returns their ids, oldest first.
+fn commit_chain(deployment: &Deployment, name: &str, length: usize) -> anyhow::Result<Vec<String>> {
+    let work = deployment.scratch.join(format!("work-{name}"));
+    std::fs::create_dir_all(&work)?;
+    git(&work, &["init", "--quiet", "--initial-branch=main"])?;
+    let mut chain = Vec::new();
+    for step in 0..length {
+        std::fs::write(work.join(format!("file{}.txt", step % 5)), format!("{name} {step}\n"))?;
+        git(&work, &["add", "."])?;
+        git(&work, &["commit", "--quiet", "-m", &format!("Step {step}")])?;
+        chain.push(git(&work, &["rev-parse", "HEAD"])?);
+    }
+    // Fetched into the bare repository: a push would run its policy hooks, which only
+    // gitserver can satisfy.
+    let bare = deployment.repos().join(format!("ada/{name}.git"));
+    git(&bare, &["fetch", "--quiet", &work.to_string_lossy(), "+main:main"])?;
+    Ok(chain)
+}
+
+/// A hook of repository `id` that listens to pushes, sent to `url`.
+async fn push_hook(
+    conn: &mut diesel_async::AsyncPgConnection,
+    id: i64,
+    url: String,
+) -> anyhow::Result<hooks::Hook> {
+    let hook = NewHook {
+        url,
+        content_type: ContentType::Json,
+        secret: Some("s3cret".to_owned()),
+        events: EventSet::Only(vec![HookEvent::Push]),
+        active: true,
+        verify_tls: true,
+    };
+    Ok(hooks::create(conn, id, hook).await?)
+}
+
+/// The queue the deployment's services use, and push events recorded as gitserver records
+/// them (the outbox, then the queue).
+async fn push_events(deployment: &Deployment) -> anyhow::Result<PushEvents> {
+    let vars = deployment.env();
+    let mut env = EnvReader::new(&vars);
+    let read = (NatsConfig::read(&mut env), RedisConfig::read(&mut env));
+    let (nats, redis) = env.finish(read)?;
+    let queue =
+        Queue::connect(&nats, &redis, QueueOptions::default(), &Metrics::new("test")).await?;
+    Ok(PushEvents::new(deployment.database.clone(), queue))
+}
+
+/// The push moving `main` of `ada/{name}` from `chain[step - 1]` to `chain[step]`.
+fn push(ada: &common::User, id: i64, name: &str, chain: &[String], step: usize) -> PushEvent {
+    PushEvent {
+        id: uuid::Uuid::new_v4(),
+        repository_id: id,
+        repository: format!("ada/{name}"),
+        pusher_id: ada.id,
+        pusher: "ada".to_owned(),
+        refs: vec![RefChange {
+            name: "refs/heads/main".to_owned(),
+            old: if step == 0 { ZERO.to_owned() } else { chain[step - 1].clone() },
+            new: chain[step].clone(),
+        }],
+        pushed_at: Utc::now(),
+        sequence: None,
+    }
+}
+
+/// The `after` of each push `path` accepted, in the order first accepted.
+fn afters_on(receiver: &Receiver, path: &str) -> Vec<String> {
+    let mut afters = Vec::new();
+    for got in receiver.received_on(path).iter().filter(|got| got.status == 200) {
+        let after = common::json(got)["after"].as_str().unwrap_or_default().to_owned();
+        if !afters.contains(&after) {
+            afters.push(after);
+        }
+    }
+    afters
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repositorys_pushes_arrive_in_push_order_from_three_replicas() -> anyhow::Result<()> {
+    const PUSHES: usize = 40;
+    let deployment = Deployment::new().await?;
+    let ada = deployment.user("ada", true).await?;
+    let receiver = Receiver::start("127.0.0.1:0").await?;
+    let id = deployment.repo(&ada, "busy", false).await?;
+    let chain = commit_chain(&deployment, "busy", PUSHES)?;
+    push_hook(&mut *deployment.database.get().await?, id, receiver.url("/busy")).await?;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(deployment.git_hook(&[]).await?);
+    }
+    let events = push_events(&deployment).await?;
+    // As fast as they can be recorded: the replicas fan them out side by side.
+    for step in 0..PUSHES {
+        events.record(&push(&ada, id, "busy", &chain, step)).await?;
+    }
+    poll(Duration::from_secs(60), "every push of busy", || {
+        let count = afters_on(&receiver, "/busy").len();
+        async move { Ok((count >= PUSHES).then_some(())) }
+    })
+    .await?;
+    assert_eq!(afters_on(&receiver, "/busy"), chain, "the order of the pushes");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_deliver_every_push_once_through_a_crash() -> anyhow::Result<()> {
     let deployment = Deployment::new().await?;
@@ -61,24 +167,7 @@ async fn three_replicas_deliver_every_push_once_through_a_crash() -> anyhow::Res
     for index in 0..REPOSITORIES {
         let name = format!("r{index}");
         let id = deployment.repo(&ada, &name, false).await?;
-        let work = deployment.scratch.join(format!("work-{index}"));
-        std::fs::create_dir_all(&work)?;
-        git(&work, &["init", "--quiet", "--initial-branch=main"])?;
-        let mut chain = Vec::new();
-        for step in 0..PUSHES_PER_REPOSITORY {
-            std::fs::write(
-                work.join(format!("file{}.txt", step % 5)),
-                format!("{index} {step}\n"),
-            )?;
-            git(&work, &["add", "."])?;
-            git(&work, &["commit", "--quiet", "-m", &format!("Step {step}")])?;
-            chain.push(git(&work, &["rev-parse", "HEAD"])?);
-        }
-        let bare = deployment.repos().join(format!("ada/{name}.git"));
-        // Fetched into the bare repository: a push would run its policy hooks, which only
-        // gitserver can satisfy.
-        let source = work.to_string_lossy().into_owned();
-        git(&bare, &["fetch", "--quiet", &source, "+main:main"])?;
+        let chain = commit_chain(&deployment, &name, PUSHES_PER_REPOSITORY)?;
         let mut conn = deployment.database.get().await?;
         for kind in ["steady", "other"] {
             let path = if index == 0 && kind == "other" {
@@ -86,19 +175,7 @@ async fn three_replicas_deliver_every_push_once_through_a_crash() -> anyhow::Res
             } else {
                 format!("/{kind}-{index}")
             };
-            let hook = hooks::create(
-                &mut conn,
-                id,
-                NewHook {
-                    url: receiver.url(&path),
-                    content_type: ContentType::Json,
-                    secret: Some("s3cret".to_owned()),
-                    events: EventSet::Only(vec![HookEvent::Push]),
-                    active: true,
-                    verify_tls: true,
-                },
-            )
-            .await?;
+            let hook = push_hook(&mut conn, id, receiver.url(&path)).await?;
             hook_paths.insert(hook.id, path);
         }
         chains.push(chain);
@@ -110,26 +187,10 @@ async fn three_replicas_deliver_every_push_once_through_a_crash() -> anyhow::Res
         replicas.push(deployment.git_hook(&[]).await?);
     }
 
-    // The pushes, as gitserver records them: the outbox, then the queue.
-    let vars = deployment.env();
-    let mut env = EnvReader::new(&vars);
-    let read = (NatsConfig::read(&mut env), RedisConfig::read(&mut env));
-    let (nats, redis) = env.finish(read)?;
-    let queue =
-        Queue::connect(&nats, &redis, QueueOptions::default(), &Metrics::new("test")).await?;
-    let events = PushEvents::new(deployment.database.clone(), queue);
-    let push = |index: usize, step: usize| PushEvent {
-        id: uuid::Uuid::new_v4(),
-        repository_id: repository_ids[index],
-        repository: format!("ada/r{index}"),
-        pusher_id: ada.id,
-        pusher: "ada".to_owned(),
-        refs: vec![RefChange {
-            name: "refs/heads/main".to_owned(),
-            old: if step == 0 { ZERO.to_owned() } else { chains[index][step - 1].clone() },
-            new: chains[index][step].clone(),
-        }],
-        pushed_at: Utc::now(),
+    let events = push_events(&deployment).await?;
+    let names: Vec<String> = (0..REPOSITORIES).map(|index| format!("r{index}")).collect();
+    let push = |index: usize, step: usize| {
+        push(&ada, repository_ids[index], &names[index], &chains[index], step)
     };
 
     // The first push to r0 alone: its flaky hook answers 500 twice, then 200 to the same
@@ -222,19 +283,11 @@ async fn three_replicas_deliver_every_push_once_through_a_crash() -> anyhow::Res
 
     // Each steady hook got its repository's pushes in push order.
     for (index, chain) in chains.iter().enumerate().skip(1) {
-        let afters: Vec<String> = receiver
-            .received_on(&format!("/steady-{index}"))
-            .iter()
-            .filter(|got| got.status == 200)
-            .map(|got| common::json(got)["after"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        let mut first_seen = Vec::new();
-        for after in afters {
-            if !first_seen.contains(&after) {
-                first_seen.push(after);
-            }
-        }
-        assert_eq!(&first_seen, chain, "the order of r{index}'s pushes");
+        assert_eq!(
+            &afters_on(&receiver, &format!("/steady-{index}")),
+            chain,
+            "the order of r{index}'s pushes"
+        );
     }
     Ok(())
 }

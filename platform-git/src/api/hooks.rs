@@ -913,6 +913,7 @@ impl RepoApi {
                 new: head.id.to_string(),
             }],
             pushed_at: Utc::now(),
+            sequence: None,
         };
         let context =
             PayloadContext::new(repo.clone(), self.public_url.clone(), Self::sender(caller));

@@ -21,6 +21,12 @@ use crate::webhooks::{HookEvent, deliveries, hooks};
 /// listens to (`push` for every ref, `create` and `delete` for refs made or removed), each
 /// keyed by `<event id>:<event>:<ref>` so a repeat makes none, then wakes the delivery engine
 /// for each hook. Payloads are only built when some hook listens.
+///
+/// Push events are fanned out by any worker, several at once, so the deliveries of a later push
+/// can be made before an earlier push's: each carries its push's number
+/// ([`PushEvent::sequence`]), and the engine sends it only once every earlier push of the
+/// repository is recorded as fanned out ([`deliveries::fanned_out`]), or after
+/// [`deliveries::ORDER_WAIT`] if an earlier one never is.
 #[derive(Clone, Debug)]
 pub struct WebhookFanOut {
     database: Database,
@@ -65,7 +71,7 @@ impl WebhookFanOut {
         let listening =
             hooks::listening(&mut conn, repo.id, &events).await.map_err(|e| retry(&e))?;
         if listening.is_empty() {
-            return Ok(());
+            return self.done(event).await;
         }
         drop(conn);
         let path = self.store.path(&repo.owner, &repo.name).map_err(JobError::permanent)?;
@@ -85,8 +91,10 @@ impl WebhookFanOut {
             Ok(payloads) => payloads,
             // Deleted or renamed on disk since: no one to tell about it.
             Err(BrowseError::Repository { .. }) => return Ok(()),
-            // Neither gets better with time: the job is dead-lettered with the reason.
+            // Neither gets better with time: the job is dead-lettered with the reason, and the
+            // pushes after it do not wait for it.
             Err(error @ (BrowseError::Malformed { .. } | BrowseError::TooSlow { .. })) => {
+                self.done(event).await?;
                 return Err(JobError::permanent(error));
             }
             Err(error) => return Err(retry(&error)),
@@ -104,19 +112,45 @@ impl WebhookFanOut {
             let source =
                 format!("{}:{name}:{}", event.id, payload.ref_name.as_deref().unwrap_or(""));
             for hook in listening.iter().filter(|hook| hook.events.includes(payload.event)) {
-                deliveries::enqueue(&mut conn, hook.id, name, None, Some(&source), &text)
-                    .await
-                    .map_err(|e| retry(&e))?;
+                deliveries::enqueue_push(
+                    &mut conn,
+                    hook.id,
+                    name,
+                    None,
+                    Some(&source),
+                    &text,
+                    event.sequence,
+                )
+                .await
+                .map_err(|e| retry(&e))?;
                 woken.insert(hook.id);
             }
         }
         drop(conn);
+        // Made: the next push's deliveries may go once this one's are sent.
+        self.done(event).await?;
         for hook_id in woken {
             self.queue
                 .publish(DELIVERY_STREAM, &Wake { hook_id })
                 .await
                 .map_err(|error| retry(&error))?;
         }
+        Ok(())
+    }
+}
+
+impl WebhookFanOut {
+    /// Records that `event`'s deliveries are made, for the order of the repository's pushes.
+    async fn done(&self, event: &PushEvent) -> Result<(), JobError> {
+        let Some(sequence) = event.sequence else { return Ok(()) };
+        let mut conn = self
+            .database
+            .get()
+            .await
+            .map_err(|error| JobError::retry(platform_core::service::error_chain(&error)))?;
+        deliveries::fanned_out(&mut conn, event.repository_id, sequence)
+            .await
+            .map_err(|error| JobError::retry(platform_core::service::error_chain(&error)))?;
         Ok(())
     }
 }

@@ -201,14 +201,33 @@ pub async fn enqueue(
     source_key: Option<&str>,
     payload: &str,
 ) -> Result<Option<Uuid>, WebhookError> {
+    enqueue_push(conn, hook_id, event, action, source_key, payload, None).await
+}
+
+/// As [`enqueue`], for a delivery caused by the push numbered `push_seq` of the hook's
+/// repository ([`crate::events::PushEvent::sequence`]): it is sent after the deliveries of
+/// every earlier push of the repository, once those are made (see [`fanned_out`]).
+///
+/// # Errors
+///
+/// Fails when the query fails.
+pub async fn enqueue_push(
+    conn: &mut AsyncPgConnection,
+    hook_id: i64,
+    event: &str,
+    action: Option<&str>,
+    source_key: Option<&str>,
+    payload: &str,
+    push_seq: Option<i64>,
+) -> Result<Option<Uuid>, WebhookError> {
     #[derive(diesel::QueryableByName)]
     struct Made {
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
     }
     let made: Option<Made> = diesel::sql_query(
-        "INSERT INTO webhook_deliveries (id, hook_id, event, action, source_key, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+        "INSERT INTO webhook_deliveries (id, hook_id, event, action, source_key, payload, push_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind::<SqlUuid, _>(Uuid::new_v4())
     .bind::<BigInt, _>(hook_id)
@@ -216,6 +235,7 @@ pub async fn enqueue(
     .bind::<Nullable<Text>, _>(action)
     .bind::<Nullable<Text>, _>(source_key)
     .bind::<Text, _>(payload)
+    .bind::<Nullable<BigInt>, _>(push_seq)
     .get_result(conn)
     .await
     .optional()?;
@@ -443,16 +463,22 @@ pub(super) async fn claim_next(
              UPDATE webhooks SET busy_until = now() + $3 \
              WHERE id = $1 AND busy_token = $2 AND active \
                AND (disabled_until IS NULL OR disabled_until <= now()) RETURNING id), \
+         mark AS ( \
+             SELECT r.hooks_seq FROM repositories r JOIN webhooks h ON h.repository_id = r.id \
+             WHERE h.id = $1), \
          next AS ( \
-             SELECT d.id FROM webhook_deliveries d, lease WHERE d.hook_id = lease.id \
+             SELECT d.id FROM webhook_deliveries d, lease, mark WHERE d.hook_id = lease.id \
                AND (d.state = 'delivering' OR (d.state = 'pending' AND d.next_attempt_at <= now())) \
-             ORDER BY d.seq LIMIT 1 FOR UPDATE OF d) \
+               AND (d.push_seq IS NULL OR d.push_seq <= mark.hooks_seq + 1 \
+                    OR d.created_at <= now() - $4) \
+             ORDER BY COALESCE(d.push_seq, 0), d.seq LIMIT 1 FOR UPDATE OF d) \
          UPDATE webhook_deliveries d SET state = 'delivering', attempts = d.attempts + 1 \
          FROM next WHERE d.id = next.id RETURNING d.id, d.event, d.payload, d.attempts",
     )
     .bind::<BigInt, _>(lease.hook_id)
     .bind::<SqlUuid, _>(lease.token)
     .bind::<Interval, _>(interval(duration))
+    .bind::<Interval, _>(interval(ORDER_WAIT))
     .get_result(conn)
     .await
     .optional()?;
@@ -476,10 +502,15 @@ pub(super) async fn has_due(
         due: bool,
     }
     let row: Row = diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE hook_id = $1 \
-           AND (state = 'delivering' OR (state = 'pending' AND next_attempt_at <= now()))) AS due",
+        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries d \
+           JOIN webhooks h ON h.id = d.hook_id JOIN repositories r ON r.id = h.repository_id \
+           WHERE d.hook_id = $1 \
+           AND (d.state = 'delivering' OR (d.state = 'pending' AND d.next_attempt_at <= now())) \
+           AND (d.push_seq IS NULL OR d.push_seq <= r.hooks_seq + 1 \
+                OR d.created_at <= now() - $2)) AS due",
     )
     .bind::<BigInt, _>(hook_id)
+    .bind::<Interval, _>(interval(ORDER_WAIT))
     .get_result(conn)
     .await?;
     Ok(row.due)
@@ -730,4 +761,83 @@ pub async fn prune(
     .execute(conn)
     .await?;
     Ok(deleted)
+}
+
+/// How long a push's delivery waits for the deliveries of earlier pushes of its repository to
+/// be made before it goes anyway (an earlier push event lost, or dead-lettered unrecorded).
+pub const ORDER_WAIT: Duration = Duration::from_secs(60);
+
+/// Records that the deliveries of push `push_seq` of `repository_id` are made (or that it needs
+/// none), and moves the repository's mark of "every push up to here is done" as far as it now
+/// goes: over each number recorded right after it, and over a missing number once the push
+/// after it has waited [`ORDER_WAIT`] (its event was lost). Returns the mark.
+///
+/// # Errors
+///
+/// Fails when the query fails.
+pub async fn fanned_out(
+    conn: &mut AsyncPgConnection,
+    repository_id: i64,
+    push_seq: i64,
+) -> Result<i64, WebhookError> {
+    #[derive(diesel::QueryableByName)]
+    struct Mark {
+        #[diesel(sql_type = BigInt)]
+        hooks_seq: i64,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Done {
+        #[diesel(sql_type = BigInt)]
+        seq: i64,
+        #[diesel(sql_type = Bool)]
+        waited: bool,
+    }
+    conn.transaction::<_, WebhookError, _>(async |conn| {
+        // One at a time per repository: the mark only moves forward, by whoever holds the row.
+        let mark: Option<Mark> =
+            diesel::sql_query("SELECT hooks_seq FROM repositories WHERE id = $1 FOR UPDATE")
+                .bind::<BigInt, _>(repository_id)
+                .get_result(conn)
+                .await
+                .optional()?;
+        let Some(Mark { hooks_seq: mut mark }) = mark else { return Ok(0) };
+        if push_seq <= mark {
+            return Ok(mark);
+        }
+        diesel::sql_query(
+            "INSERT INTO webhook_fan_outs (repository_id, seq) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind::<BigInt, _>(repository_id)
+        .bind::<BigInt, _>(push_seq)
+        .execute(conn)
+        .await?;
+        let done: Vec<Done> = diesel::sql_query(
+            "SELECT seq, created_at <= now() - $2 AS waited FROM webhook_fan_outs \
+             WHERE repository_id = $1 ORDER BY seq",
+        )
+        .bind::<BigInt, _>(repository_id)
+        .bind::<Interval, _>(interval(ORDER_WAIT))
+        .load(conn)
+        .await?;
+        for row in done {
+            if row.seq == mark + 1 || (row.seq > mark && row.waited) {
+                mark = row.seq;
+            } else if row.seq > mark {
+                break;
+            }
+        }
+        diesel::sql_query("UPDATE repositories SET hooks_seq = $2 WHERE id = $1")
+            .bind::<BigInt, _>(repository_id)
+            .bind::<BigInt, _>(mark)
+            .execute(conn)
+            .await?;
+        diesel::sql_query("DELETE FROM webhook_fan_outs WHERE repository_id = $1 AND seq <= $2")
+            .bind::<BigInt, _>(repository_id)
+            .bind::<BigInt, _>(mark)
+            .execute(conn)
+            .await?;
+        Ok(mark)
+    })
+    .await
 }
