@@ -25,6 +25,13 @@
 //! does nothing: the holder's next look finds its delivery. Different hooks are sent to by
 //! different tasks and workers at once, so a slow or failing receiver delays only itself.
 //!
+//! Push events are fanned out by any worker, several at once, so a later push's deliveries can
+//! be made first. Each push is numbered when it is recorded
+//! ([`crate::events::PushEvent::sequence`]), its deliveries carry the number, and a hook is sent
+//! a push only once every earlier push of the repository is fanned out
+//! ([`deliveries::fanned_out`]); an earlier push whose event never arrives holds the later ones
+//! back for at most [`deliveries::ORDER_WAIT`].
+//!
 //! Every attempt is recorded before the wake that caused it is acknowledged: a delivery the
 //! receiver accepted (2xx) is never sent again, except on request ([`deliveries::redeliver`],
 //! which keeps its id). A worker killed mid-request leaves its lease to expire; the next holder
