@@ -162,6 +162,7 @@ impl RepoApi {
 mod browse;
 mod files;
 mod history;
+mod hook_views;
 mod hooks;
 mod views;
 mod watches;
@@ -169,7 +170,7 @@ mod watches;
 pub use browse::{PageQuery, RefQuery};
 pub use files::{FilePath, TreeQuery};
 pub use history::{CommitsQuery, RefPath};
-pub use hooks::{
+pub use hook_views::{
     AttemptView, CreateHook, DeliveryDetailView, DeliveryPath, DeliveryView, Exchange, HookConfig,
     HookConfigInput, HookPath, HookView, InsecureSsl, LastResponse, UpdateHook,
 };
