@@ -13,8 +13,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::WebhookError;
+use super::claims::{self, Claimed, HookLease, Settled};
 use super::client::{AttemptOutcome, DeliveryClient, OutgoingRequest};
-use super::deliveries::{self, Claimed, HookLease, Settled};
+use super::deliveries;
 use super::hooks::ContentType;
 use super::metrics::{Outcome, WebhookMetrics};
 use super::sign::signature_headers;
@@ -235,14 +236,14 @@ impl DeliveryEngine {
         for _ in 0..8 {
             let lease = {
                 let mut conn = shared.database.get().await?;
-                deliveries::acquire(&mut conn, hook_id, shared.options.lease).await?
+                claims::acquire(&mut conn, hook_id, shared.options.lease).await?
             };
             let Some(lease) = lease else { return Ok(()) };
             let sent = self.deliver_while_due(&lease).await;
             let mut conn = shared.database.get().await?;
-            deliveries::release(&mut conn, &lease).await?;
+            claims::release(&mut conn, &lease).await?;
             sent?;
-            if !deliveries::has_due(&mut conn, hook_id).await? {
+            if !claims::has_due(&mut conn, hook_id).await? {
                 return Ok(());
             }
         }
@@ -254,7 +255,7 @@ impl DeliveryEngine {
         loop {
             let claimed = {
                 let mut conn = shared.database.get().await?;
-                deliveries::claim_next(&mut conn, lease, shared.options.lease).await?
+                claims::claim_next(&mut conn, lease, shared.options.lease).await?
             };
             let Some(claimed) = claimed else { return Ok(()) };
             // No connection is held while the receiver takes its time.
@@ -266,7 +267,7 @@ impl DeliveryEngine {
             };
             let mut conn = shared.database.get().await?;
             let settled =
-                deliveries::settle(&mut conn, lease, &claimed, &outcome, &shared.options).await?;
+                claims::settle(&mut conn, lease, &claimed, &outcome, &shared.options).await?;
             let counted = match settled {
                 Settled::Delivered => Outcome::Delivered,
                 Settled::Retry(_) => Outcome::Retried,
@@ -306,14 +307,14 @@ impl DeliveryEngine {
             }
             let due = async {
                 let mut conn = shared.database.get().await?;
-                if let Some(oldest) = deliveries::oldest_waiting(&mut conn).await? {
+                if let Some(oldest) = claims::oldest_waiting(&mut conn).await? {
                     let age = chrono::Utc::now() - oldest;
                     shared.metrics.set_lag(age.to_std().unwrap_or_default());
                 } else {
                     shared.metrics.set_lag(Duration::ZERO);
                 }
                 let limit = i64::try_from(shared.options.concurrency).unwrap_or(i64::MAX);
-                deliveries::due_hooks(&mut conn, settled, limit).await
+                claims::due_hooks(&mut conn, settled, limit).await
             };
             let hooks = match due.await {
                 Ok(hooks) => hooks,

@@ -58,6 +58,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+mod claims;
 pub mod deliveries;
 pub mod engine;
 pub mod hooks;
