@@ -504,6 +504,63 @@ async fn consumers_on_nats_also_drain_jobs_a_producer_left_on_redis() -> anyhow:
     Ok(())
 }
 
+/// With both brokers configured each has a fetch loop; one waiting on a broker with nothing to
+/// give (a long `fetch_wait` on Redis here) must not keep the free slots from the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_fallback_broker_never_holds_back_jobs_on_the_other() -> anyhow::Result<()> {
+    let namespace = unique_name("q");
+    let metrics = Metrics::new("test");
+    let redis = redis_config(&service_env("PLATFORM_TEST_REDIS_URL"));
+    let nats_url = service_env("PLATFORM_TEST_NATS_URL");
+    let queue =
+        Queue::connect(&nats_config(Some(&nats_url)), &redis, options(&namespace), &metrics)
+            .await?;
+    assert_eq!(queue.backend(), BackendKind::Nats);
+    let concurrency = 4;
+    let options = ConsumerOptions {
+        concurrency,
+        fetch_wait: Duration::from_secs(15),
+        lease: Duration::from_secs(60),
+        ..fast()
+    };
+    let seen = Seen::default();
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = {
+        let recorded = recording(&seen, |_| Ok(()));
+        let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+        move |job: Job<Work>| {
+            let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            let done = recorded(job);
+            let running = Arc::clone(&running);
+            Box::pin(async move {
+                let result = done.await;
+                running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                result
+            }) as HandlerFuture
+        }
+    };
+    let (stop, task) = spawn_consumer(&queue, "work", options, handler);
+    // One at a time: each must be taken long before a fetch on the idle broker ends (15 s).
+    for n in 0..12 {
+        queue.publish("work", &Work { n, sleep_ms: 0 }).await?;
+        let wanted = usize::try_from(n)? + 1;
+        eventually(&format!("job {n} handled"), Duration::from_secs(10), || count(&seen) == wanted)
+            .await?;
+    }
+    // Many at once: still no more than `concurrency` running, though both loops fetched.
+    for n in 100..140 {
+        queue.publish("work", &Work { n, sleep_ms: 50 }).await?;
+    }
+    eventually("the burst handled", Duration::from_secs(20), || count(&seen) == 52).await?;
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= concurrency && most > 1, "at most {concurrency} at once, saw {most}");
+    stop.cancel();
+    task.await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_stream_names_are_refused_before_reaching_a_broker() -> anyhow::Result<()> {
     let queue = queue(BackendKind::Redis, &unique_name("q")).await?;

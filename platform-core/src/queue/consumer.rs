@@ -2,11 +2,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -135,6 +136,7 @@ impl Queue {
             options,
         });
         let permits = Arc::new(Semaphore::new(context.options.concurrency.max(1)));
+        let starting = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let jobs = TaskTracker::new();
         tracing::info!(
@@ -148,6 +150,7 @@ impl Queue {
                 backend.clone(),
                 Arc::clone(&context),
                 Arc::clone(&permits),
+                Arc::clone(&starting),
                 stop.clone(),
                 jobs.clone(),
             ));
@@ -185,6 +188,7 @@ async fn fetch_loop<J, H, Fut>(
     backend: Backend,
     context: Arc<Context<H>>,
     permits: Arc<Semaphore>,
+    starting: Arc<AtomicUsize>,
     stop: CancellationToken,
     jobs: TaskTracker,
 ) where
@@ -201,24 +205,21 @@ async fn fetch_loop<J, H, Fut>(
     let batch = u32::try_from(context.options.concurrency.div_ceil(4)).unwrap_or(1).max(1);
     loop {
         // Biased, so that a stop request wins over free slots: nothing is fetched after it.
-        let first = tokio::select! {
+        // The slots are only waited for here, not held: a loop whose broker has nothing to
+        // give (the fallback one, mostly) must not keep the other loop's jobs waiting for
+        // as long as its fetch blocks. Each job takes its slot when it starts.
+        tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_many_owned(batch) => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let mut reserved = first;
-        if let Ok(more) =
-            Arc::clone(&permits).try_acquire_many_owned(permits.available_permits() as u32)
-        {
-            reserved.merge(more);
+            free = permits.acquire_many(batch) => if free.is_err() { break },
         }
-        let max = reserved.num_permits();
+        // Jobs handed over but not started yet have a slot coming to them.
+        let max =
+            permits.available_permits().saturating_sub(starting.load(Ordering::Acquire)).max(1);
         let mut deliver = |delivery: Delivery| {
-            let permit = reserved.split(1);
-            jobs.spawn(process(backend.clone(), Arc::clone(&context), delivery, permit));
+            starting.fetch_add(1, Ordering::AcqRel);
+            let slot = Slot { permits: Arc::clone(&permits), starting: Arc::clone(&starting) };
+            jobs.spawn(process(backend.clone(), Arc::clone(&context), delivery, slot));
         };
         let options = &context.options;
         let fetched = backend
@@ -233,7 +234,6 @@ async fn fetch_loop<J, H, Fut>(
                 &mut deliver,
             )
             .await;
-        drop(reserved);
         match fetched {
             Ok(_) => {
                 if failures > 0 {
@@ -275,6 +275,12 @@ async fn refresh_depth<H>(backend: &Backend, context: &Context<H>) {
     }
 }
 
+/// The slot a fetched job waits for: the consumer's permits, and the count of jobs waiting.
+struct Slot {
+    permits: Arc<Semaphore>,
+    starting: Arc<AtomicUsize>,
+}
+
 /// Decrements the in-flight gauge however the job ends.
 struct InFlight(prometheus_client::metrics::gauge::Gauge);
 
@@ -288,14 +294,32 @@ async fn process<J, H, Fut>(
     backend: Backend,
     context: Arc<Context<H>>,
     delivery: Delivery,
-    permit: Option<OwnedSemaphorePermit>,
+    slot: Slot,
 ) where
     J: DeserializeOwned + Send + 'static,
     H: Fn(Job<J>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), JobError>> + Send + 'static,
 {
-    let _permit = permit;
     let (stream, group) = (context.stream.as_str(), context.group.as_str());
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + context.options.lease / 3,
+        context.options.lease / 3,
+    );
+    // Both brokers' loops may have fetched for the same free slots: a job that finds none
+    // waits for one, keeping its lease meanwhile.
+    let _permit = loop {
+        tokio::select! {
+            permit = Arc::clone(&slot.permits).acquire_owned() => {
+                slot.starting.fetch_sub(1, Ordering::AcqRel);
+                break permit.ok();
+            }
+            _ = heartbeat.tick() => {
+                if let Err(error) = backend.heartbeat(stream, group, &context.consumer, &delivery).await {
+                    tracing::warn!(stream, group, error = %crate::service::error_chain(&error), "heartbeat failed");
+                }
+            }
+        }
+    };
     let gauge = context.metrics.in_flight(stream, group);
     gauge.inc();
     let _in_flight = InFlight(gauge);
@@ -318,10 +342,6 @@ async fn process<J, H, Fut>(
     // A panicking handler counts as a failed attempt, not as a dead worker.
     let handler = std::panic::AssertUnwindSafe((context.handler)(job)).catch_unwind();
     tokio::pin!(handler);
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + context.options.lease / 3,
-        context.options.lease / 3,
-    );
     let result = loop {
         tokio::select! {
             result = &mut handler => break result,
