@@ -21,6 +21,9 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::DatabaseConfig;
 
+mod prepared;
+pub use prepared::PreparedSql;
+
 /// The migrations of `platform-core`'s own tables (accounts and the identities every service
 /// checks).
 pub const CORE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

@@ -62,3 +62,53 @@ async fn redis_answers_ping_and_an_unreachable_one_does_not() -> anyhow::Result<
     assert!(down.ping().await.is_err());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_sql_is_planned_once_per_connection_and_binds_repeated_placeholders()
+-> anyhow::Result<()> {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel_async::RunQueryDsl as _;
+    use platform_core::db::PreparedSql;
+
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = BigInt)]
+        doubled: i64,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        count: i64,
+    }
+    const SQL: &str = "SELECT $1 || '/prepared-marker' AS name, $2 + $2 AS doubled";
+    let url = fresh_database().await?;
+    let database = Database::connect(&database_config(&url));
+    let mut conn = database.get().await?;
+    for number in 1..=3_i64 {
+        let row: Row = PreparedSql::new(SQL)
+            .bind::<Text, _>(format!("hook-{number}"))
+            .bind::<BigInt, _>(number)
+            .get_result(&mut conn)
+            .await?;
+        assert_eq!(
+            row,
+            Row { name: format!("hook-{number}/prepared-marker"), doubled: 2 * number }
+        );
+    }
+    let prepared = |marker: &'static str| {
+        PreparedSql::new(
+            "SELECT count(*) AS count FROM pg_prepared_statements WHERE statement LIKE $1",
+        )
+        .bind::<Text, _>(format!("%{marker}%"))
+    };
+    let kept: Count = prepared("prepared-marker").get_result(&mut conn).await?;
+    assert_eq!(kept.count, 1, "one prepared statement for three runs");
+
+    // diesel's own sql_query is prepared anew each time, which is why PreparedSql exists.
+    diesel::sql_query("SELECT 'unprepared-marker' AS name").execute(&mut conn).await?;
+    let unkept: Count = prepared("unprepared-marker").get_result(&mut conn).await?;
+    assert_eq!(unkept.count, 0);
+    Ok(())
+}

@@ -14,3 +14,9 @@ CREATE TABLE webhook_fan_outs (
 
 ALTER TABLE webhook_deliveries ADD COLUMN push_seq BIGINT;
 ALTER TABLE webhook_fan_outs ADD COLUMN created_at TIMESTAMPTZ NOT NULL DEFAULT now();
+
+-- What the engine claims next for a hook: its waiting deliveries in push order, without
+-- walking the hook's history or every other hook's backlog.
+CREATE INDEX webhook_deliveries_waiting
+    ON webhook_deliveries (hook_id, (COALESCE(push_seq, 0)), seq)
+    WHERE state IN ('pending', 'delivering');

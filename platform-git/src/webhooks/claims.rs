@@ -11,6 +11,8 @@ use diesel::sql_types::{
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use platform_core::db::PreparedSql;
+
 use super::WebhookError;
 use super::client::AttemptOutcome;
 use super::deliveries::{ORDER_WAIT, interval};
@@ -51,7 +53,7 @@ pub(super) async fn acquire(
         verify_tls: bool,
     }
     let token = Uuid::new_v4();
-    let row: Option<Row> = diesel::sql_query(
+    let row: Option<Row> = PreparedSql::new(
         "UPDATE webhooks SET busy_token = $2, busy_until = now() + $3 \
          WHERE id = $1 AND active AND (disabled_until IS NULL OR disabled_until <= now()) \
            AND (busy_until IS NULL OR busy_until <= now()) \
@@ -83,7 +85,7 @@ pub(super) async fn release(
     conn: &mut AsyncPgConnection,
     lease: &HookLease,
 ) -> Result<(), WebhookError> {
-    diesel::sql_query(
+    PreparedSql::new(
         "UPDATE webhooks SET busy_token = NULL, busy_until = NULL WHERE id = $1 AND busy_token = $2",
     )
     .bind::<BigInt, _>(lease.hook_id)
@@ -123,7 +125,7 @@ pub(super) async fn claim_next(
         #[diesel(sql_type = Integer)]
         attempts: i32,
     }
-    let row: Option<Row> = diesel::sql_query(
+    let row: Option<Row> = PreparedSql::new(
         "WITH lease AS ( \
              UPDATE webhooks SET busy_until = now() + $3 \
              WHERE id = $1 AND busy_token = $2 AND active \
@@ -132,8 +134,9 @@ pub(super) async fn claim_next(
              SELECT r.hooks_seq FROM repositories r JOIN webhooks h ON h.repository_id = r.id \
              WHERE h.id = $1), \
          next AS ( \
-             SELECT d.id FROM webhook_deliveries d, lease, mark WHERE d.hook_id = lease.id \
-               AND (d.state = 'delivering' OR (d.state = 'pending' AND d.next_attempt_at <= now())) \
+             SELECT d.id FROM webhook_deliveries d, lease, mark \
+             WHERE d.hook_id = $1 AND d.state IN ('pending', 'delivering') \
+               AND (d.state = 'delivering' OR d.next_attempt_at <= now()) \
                AND (d.push_seq IS NULL OR d.push_seq <= mark.hooks_seq + 1 \
                     OR d.created_at <= now() - $4) \
              ORDER BY COALESCE(d.push_seq, 0), d.seq LIMIT 1 FOR UPDATE OF d) \
@@ -166,11 +169,11 @@ pub(super) async fn has_due(
         #[diesel(sql_type = Bool)]
         due: bool,
     }
-    let row: Row = diesel::sql_query(
+    let row: Row = PreparedSql::new(
         "SELECT EXISTS (SELECT 1 FROM webhook_deliveries d \
            JOIN webhooks h ON h.id = d.hook_id JOIN repositories r ON r.id = h.repository_id \
-           WHERE d.hook_id = $1 \
-           AND (d.state = 'delivering' OR (d.state = 'pending' AND d.next_attempt_at <= now())) \
+           WHERE d.hook_id = $1 AND d.state IN ('pending', 'delivering') \
+           AND (d.state = 'delivering' OR d.next_attempt_at <= now()) \
            AND (d.push_seq IS NULL OR d.push_seq <= r.hooks_seq + 1 \
                 OR d.created_at <= now() - $2)) AS due",
     )
@@ -248,47 +251,55 @@ pub(super) async fn settle(
         (None, Some(status)) => format!("the receiver answered {status}"),
         (None, None) => "no answer".to_owned(),
     };
+    let request_headers = headers_json(&outcome.request_headers);
+    let status = outcome.status.map(i32::from);
+    let response_headers = outcome.status.map(|_| headers_json(&outcome.response_headers));
+    let response_body = outcome.status.map(|_| outcome.response_body.as_slice());
+    if outcome.delivered() {
+        // The common case in one statement (atomic on its own): a round trip per step would
+        // be most of what an attempt costs the database.
+        PreparedSql::new(
+            "WITH attempt AS ( \
+                 INSERT INTO webhook_attempts (delivery_id, started_at, duration_ms, url, \
+                 request_headers, status_code, response_headers, response_body, error, delivered) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, true)), \
+             delivery AS ( \
+                 UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), \
+                 status_code = $6, duration_ms = $3, error = NULL WHERE id = $1) \
+             UPDATE webhooks SET failures = 0, disabled_until = NULL, disabled_reason = NULL, \
+             last_status = $6, last_message = $9 WHERE id = $10",
+        )
+        .bind::<SqlUuid, _>(delivery_id)
+        .bind::<Timestamptz, _>(outcome.started_at)
+        .bind::<Integer, _>(millis(outcome.duration))
+        .bind::<Text, _>(url)
+        .bind::<Jsonb, _>(request_headers)
+        .bind::<Nullable<Integer>, _>(status)
+        .bind::<Nullable<Jsonb>, _>(response_headers)
+        .bind::<Nullable<Binary>, _>(response_body.map(<[u8]>::to_vec))
+        .bind::<Text, _>(message)
+        .bind::<BigInt, _>(hook_id)
+        .execute(conn)
+        .await?;
+        return Ok(Settled::Delivered);
+    }
     conn.transaction::<_, WebhookError, _>(async |conn| {
         diesel::sql_query(
             "INSERT INTO webhook_attempts (delivery_id, started_at, duration_ms, url, \
              request_headers, status_code, response_headers, response_body, error, delivered) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false)",
         )
         .bind::<SqlUuid, _>(delivery_id)
         .bind::<Timestamptz, _>(outcome.started_at)
         .bind::<Integer, _>(millis(outcome.duration))
         .bind::<Text, _>(&url)
-        .bind::<Jsonb, _>(headers_json(&outcome.request_headers))
-        .bind::<Nullable<Integer>, _>(outcome.status.map(i32::from))
-        .bind::<Nullable<Jsonb>, _>(
-            outcome.status.map(|_| headers_json(&outcome.response_headers)),
-        )
-        .bind::<Nullable<Binary>, _>(outcome.status.map(|_| outcome.response_body.as_slice()))
+        .bind::<Jsonb, _>(&request_headers)
+        .bind::<Nullable<Integer>, _>(status)
+        .bind::<Nullable<Jsonb>, _>(&response_headers)
+        .bind::<Nullable<Binary>, _>(response_body)
         .bind::<Nullable<Text>, _>(outcome.error.as_deref())
-        .bind::<Bool, _>(outcome.delivered())
         .execute(conn)
         .await?;
-        if outcome.delivered() {
-            diesel::sql_query(
-                "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), \
-                 status_code = $2, duration_ms = $3, error = NULL WHERE id = $1",
-            )
-            .bind::<SqlUuid, _>(delivery_id)
-            .bind::<Nullable<Integer>, _>(outcome.status.map(i32::from))
-            .bind::<Integer, _>(millis(outcome.duration))
-            .execute(conn)
-            .await?;
-            diesel::sql_query(
-                "UPDATE webhooks SET failures = 0, disabled_until = NULL, disabled_reason = NULL, \
-                 last_status = $2, last_message = $3 WHERE id = $1",
-            )
-            .bind::<BigInt, _>(hook_id)
-            .bind::<Nullable<Integer>, _>(outcome.status.map(i32::from))
-            .bind::<Text, _>(&message)
-            .execute(conn)
-            .await?;
-            return Ok(Settled::Delivered);
-        }
         #[derive(diesel::QueryableByName)]
         struct Failures {
             #[diesel(sql_type = Integer)]
