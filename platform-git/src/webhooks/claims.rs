@@ -105,7 +105,8 @@ pub(super) struct Claimed {
     pub(super) attempts: i32,
 }
 
-/// Renews the lease and takes the oldest delivery of the hook that is due: a first attempt,
+/// Renews the lease (once less than half of it is left: a write per attempt would cost more
+/// than the attempt's own) and takes the oldest delivery of the hook that is due: a first attempt,
 /// a retry whose time has come, or one a worker that died left half-sent. `None` when nothing
 /// is due, the lease was lost, or the hook was switched off or paused meanwhile (by the last
 /// attempt's settlement: the holder stops there).
@@ -127,9 +128,11 @@ pub(super) async fn claim_next(
     }
     let row: Option<Row> = PreparedSql::new(
         "WITH lease AS ( \
+             SELECT id FROM webhooks WHERE id = $1 AND busy_token = $2 AND active \
+               AND (disabled_until IS NULL OR disabled_until <= now())), \
+         renewed AS ( \
              UPDATE webhooks SET busy_until = now() + $3 \
-             WHERE id = $1 AND busy_token = $2 AND active \
-               AND (disabled_until IS NULL OR disabled_until <= now()) RETURNING id), \
+             WHERE id = $1 AND busy_token = $2 AND busy_until < now() + $3 / 2), \
          mark AS ( \
              SELECT r.hooks_seq FROM repositories r JOIN webhooks h ON h.repository_id = r.id \
              WHERE h.id = $1), \
@@ -267,7 +270,9 @@ pub(super) async fn settle(
                  UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), \
                  status_code = $6, duration_ms = $3, error = NULL WHERE id = $1) \
              UPDATE webhooks SET failures = 0, disabled_until = NULL, disabled_reason = NULL, \
-             last_status = $6, last_message = $9 WHERE id = $10",
+             last_status = $6, last_message = $9 WHERE id = $10 \
+               AND (failures <> 0 OR disabled_until IS NOT NULL OR disabled_reason IS NOT NULL \
+                    OR last_status IS DISTINCT FROM $6 OR last_message IS DISTINCT FROM $9)",
         )
         .bind::<SqlUuid, _>(delivery_id)
         .bind::<Timestamptz, _>(outcome.started_at)

@@ -60,7 +60,8 @@ pub struct DeliveryOptions {
     /// Failed attempts in a row after which the hook is switched off. Default 40.
     pub switch_off_after: i32,
     /// How long a worker holds a hook without renewing; a worker that dies leaves the hook
-    /// to another after this. Longer than the client's timeout. Default 30 s.
+    /// to another after this. The holder renews it before an attempt once less than half is
+    /// left, so it must be over twice the client's timeout. Default 30 s.
     pub lease: Duration,
     /// How often each worker looks for retries that are due and hooks a dead worker left.
     /// Default 1 s.
