@@ -70,11 +70,7 @@ pub(super) async fn acquire(
         token,
         repository_id: row.repository_id,
         url: row.url,
-        content_type: if row.content_type == "form" {
-            ContentType::Form
-        } else {
-            ContentType::Json
-        },
+        content_type: ContentType::parse(&row.content_type),
         secret: row.secret,
         verify_tls: row.verify_tls,
     }))

@@ -28,7 +28,7 @@ impl ContentType {
         }
     }
 
-    fn parse(name: &str) -> Self {
+    pub(super) fn parse(name: &str) -> Self {
         if name == "form" { Self::Form } else { Self::Json }
     }
 }
