@@ -42,6 +42,7 @@ pub mod protection;
 pub mod reactions;
 pub mod records;
 pub mod redact;
+pub mod signature;
 pub mod ssh;
 pub mod store;
 pub mod transport;

@@ -51,7 +51,7 @@
 
 pub mod client;
 pub mod guard;
-pub mod sign;
+pub use crate::signature as sign;
 
 use std::fmt;
 use std::str::FromStr;

@@ -10,7 +10,7 @@
 //!   `webhook-signature: v1,<base64>`, the HMAC-SHA256 of `"{id}.{timestamp}.{body}"`.
 //!
 //! ```
-//! use platform_git::webhooks::sign::signature_headers;
+//! use platform_git::signature::signature_headers;
 //!
 //! let headers = signature_headers(Some("s3cret"), "dlv_1", 1_700_000_000, b"{}");
 //! assert!(headers.iter().any(|(name, _)| name == "X-Hub-Signature-256"));
