@@ -33,14 +33,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use platform_core::accounts::attempts::Verdict;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::permissions::Access;
 use crate::pktline;
-use crate::transport::{self, Authorized, Denial, GitService, Identity};
+use crate::backend::{Identity, SignIn};
+use crate::transport::{self, Authorized, Denial, GitService};
 
 /// The smart HTTP routes (see the module docs).
 pub fn router(git: GitService) -> Router {
@@ -140,7 +140,7 @@ fn client_of(git: &GitService, extensions: &Extensions, headers: &HeaderMap) -> 
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(peer)| peer.ip());
-    git.accounts().client_address(peer, headers)
+    git.authenticator().client_address(peer, headers)
 }
 
 /// Checks the request's credentials (under the attempt limits), then what they allow on
@@ -156,16 +156,11 @@ async fn authorize(
         None => Identity::Anonymous,
         Some((login, secret)) => {
             let client = client_of(git, extensions, headers);
-            match git
-                .accounts()
-                .authenticate_basic(&login, &secret, client)
-                .await
-                .map_err(internal)?
-            {
-                Verdict::Valid((user, scopes)) => Identity::User { user: Box::new(user), scopes },
+            match git.authenticator().basic(&login, &secret, client).await.map_err(internal)? {
+                SignIn::Valid(identity) => identity,
                 // Wrong credentials: ask again, whether or not the repository is public.
-                Verdict::Invalid => return Err(Refusal::Denied(Denial::NeedsCredentials)),
-                Verdict::Limited(retry_after) => return Err(Refusal::Limited(retry_after)),
+                SignIn::Invalid => return Err(Refusal::Denied(Denial::NeedsCredentials)),
+                SignIn::Limited(retry_after) => return Err(Refusal::Limited(retry_after)),
             }
         }
     };

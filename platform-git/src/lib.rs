@@ -29,27 +29,40 @@
 //!
 //! It depends on `platform-storage` and `platform-core`.
 
-use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-
+#[cfg(feature = "api")]
 pub mod api;
+pub mod backend;
+#[cfg(feature = "browse")]
 pub mod browse;
 pub mod events;
 pub mod hooks;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "local")]
+pub mod local;
 pub mod permissions;
 pub mod pktline;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod protection;
+#[cfg(feature = "postgres")]
 pub mod reactions;
+#[cfg(feature = "postgres")]
 pub mod records;
 pub mod redact;
 pub mod signature;
+#[cfg(feature = "ssh")]
 pub mod ssh;
 pub mod store;
 pub mod transport;
+#[cfg(feature = "postgres")]
 pub mod watches;
+#[cfg(feature = "postgres")]
 pub mod webhooks;
 
 /// The migrations of `platform-git`'s tables (repositories, collaborators, protected branches).
 /// They refer to `users`, so run them after
 /// [`CORE_MIGRATIONS`](platform_core::db::CORE_MIGRATIONS).
-pub const GIT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+#[cfg(feature = "postgres")]
+pub const GIT_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations");

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use platform_core::accounts::validation::check_username;
 use tokio::process::Command;
 
 /// The longest repository name accepted.
@@ -94,6 +93,19 @@ pub const RESERVED_REPO_NAMES: &[&str] = &[
     "settings",
 ];
 
+impl crate::backend::RepoLocator for RepoStore {
+    fn locate(
+        &self,
+        repository: &crate::backend::GitRepository,
+    ) -> Result<PathBuf, crate::backend::BoxError> {
+        Ok(self.path(&repository.owner, &repository.name)?)
+    }
+
+    fn private_roots(&self) -> Vec<PathBuf> {
+        vec![self.root.clone()]
+    }
+}
+
 /// Checks a repository name: 1 to 100 ASCII letters, digits, `-`, `_` or `.`, not starting with
 /// `.` or `-`, not ending in `.git`, and not one of [`RESERVED_REPO_NAMES`].
 ///
@@ -115,6 +127,34 @@ pub fn check_repo_name(name: &str) -> Result<(), String> {
     }
     if RESERVED_REPO_NAMES.iter().any(|reserved| name.eq_ignore_ascii_case(reserved)) {
         return Err(format!("{name:?} is reserved"));
+    }
+    Ok(())
+}
+
+/// Checks an owner's name as a directory name: 1 to 100 ASCII letters, digits, `-`, `_` or `.`,
+/// starting and ending with a letter or digit, without `..`, not ending in `.git`. (Which names
+/// a user may take is the accounts' business; these rules only keep a path inside the root.)
+///
+/// # Errors
+///
+/// Returns the rule broken.
+pub fn check_owner_name(owner: &str) -> Result<(), String> {
+    if owner.is_empty() || owner.len() > 100 {
+        return Err("must have 1 to 100 characters".to_owned());
+    }
+    if !owner.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        return Err("may contain only letters, digits, '-', '_' and '.'".to_owned());
+    }
+    let edges_ok = owner.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && owner.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !edges_ok {
+        return Err("must start and end with a letter or digit".to_owned());
+    }
+    if owner.contains("..") {
+        return Err("must not contain '..'".to_owned());
+    }
+    if owner.to_ascii_lowercase().ends_with(".git") {
+        return Err("must not end in .git".to_owned());
     }
     Ok(())
 }
@@ -146,7 +186,7 @@ impl RepoStore {
     ///
     /// [`StoreError::InvalidName`] for a name that breaks the rules.
     pub fn path(&self, owner: &str, name: &str) -> Result<PathBuf, StoreError> {
-        check_username(owner).map_err(|reason| StoreError::InvalidName {
+        check_owner_name(owner).map_err(|reason| StoreError::InvalidName {
             what: "owner",
             name: owner.to_owned(),
             reason,

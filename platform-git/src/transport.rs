@@ -11,16 +11,19 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use platform_core::accounts::{Accounts, Scope, UserRecord};
 use tokio::io::AsyncReadExt as _;
 use tokio::process::{Child, Command};
 
-use crate::events::{PushEvent, PushEvents, RefChange};
+pub use crate::backend::{GitRepository, GitUser, Identity};
+use crate::backend::{
+    Authenticator, NoPushSink, PushCallback, PushSink, RepoAccess, RepoLocator,
+};
+use crate::events::{PushEvent, RefChange};
 use crate::hooks;
-use crate::permissions::{self, Access};
+use crate::permissions::Access;
 use crate::pktline::RefUpdate;
 use crate::protection::{self, PushAccess};
-use crate::records::{self, RepoRecord, Viewer};
+#[cfg(feature = "postgres")]
 use crate::store::RepoStore;
 
 /// Limits of the git transports.
@@ -48,6 +51,7 @@ impl Default for GitOptions {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl From<&platform_core::config::GitLimitsConfig> for GitOptions {
     /// The limits an operator configured (`APP_GIT_*`), with the defaults for the rest.
     fn from(limits: &platform_core::config::GitLimitsConfig) -> Self {
@@ -58,20 +62,6 @@ impl From<&platform_core::config::GitLimitsConfig> for GitOptions {
             ..Self::default()
         }
     }
-}
-
-/// Who is asking, once their transport has checked their credentials.
-#[derive(Clone, Debug)]
-pub enum Identity {
-    /// Nobody in particular.
-    Anonymous,
-    /// A user; `scopes` is `Some` when they presented an access token.
-    User {
-        /// The user.
-        user: Box<UserRecord>,
-        /// The token's scopes, or `None` for a password or an SSH key.
-        scopes: Option<Vec<Scope>>,
-    },
 }
 
 /// Why a request may not go ahead.
@@ -98,56 +88,152 @@ pub(crate) fn internal(error: impl std::fmt::Display) -> Denial {
 #[derive(Clone, Debug)]
 pub struct Authorized {
     /// The repository.
-    pub repo: RepoRecord,
+    pub repo: GitRepository,
     /// Where it is on disk.
     pub path: PathBuf,
     /// Who asked, when known.
-    pub user: Option<UserRecord>,
+    pub user: Option<GitUser>,
     /// What they may do.
     pub access: Access,
 }
 
-/// What both transports need: accounts, repositories, push events, limits, and the hooks.
-#[derive(Clone, Debug)]
+/// What both transports need: who callers are, what they may do, where repositories are, what
+/// follows a push, the limits, and the hooks.
+///
+/// Cloning is cheap: clones share one service.
+#[derive(Clone)]
 pub struct GitService {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for GitService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitService")
+            .field("options", &self.inner.options)
+            .field("hooks_dir", &self.inner.hooks_dir)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
-    accounts: Accounts,
-    store: RepoStore,
-    events: PushEvents,
+    authenticator: Arc<dyn Authenticator>,
+    access: Arc<dyn RepoAccess>,
+    locator: Arc<dyn RepoLocator>,
+    sink: Arc<dyn PushSink>,
     options: GitOptions,
     hooks_dir: PathBuf,
     scratch_dir: PathBuf,
 }
 
-impl GitService {
-    /// Prepares the git transports; installs the push hooks into `state_dir/hooks` and keeps
-    /// per-push scratch files in `state_dir/pushes`.
+/// Puts a [`GitService`] together from the host's parts (see [`GitService::builder`]).
+pub struct GitServiceBuilder {
+    authenticator: Arc<dyn Authenticator>,
+    access: Arc<dyn RepoAccess>,
+    locator: Arc<dyn RepoLocator>,
+    sink: Arc<dyn PushSink>,
+    options: GitOptions,
+}
+
+impl std::fmt::Debug for GitServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitServiceBuilder").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl GitServiceBuilder {
+    /// Sends every push event to `sink` (by default they are dropped).
+    #[must_use]
+    pub fn push_sink(mut self, sink: impl PushSink) -> Self {
+        self.sink = Arc::new(sink);
+        self
+    }
+
+    /// Calls `callback` with every push event, once git has exited.
+    #[must_use]
+    pub fn on_push(self, callback: impl Fn(PushEvent) + Send + Sync + 'static) -> Self {
+        self.push_sink(PushCallback(callback))
+    }
+
+    /// Sets the limits (by default [`GitOptions::default`]).
+    #[must_use]
+    pub fn options(mut self, options: GitOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Installs the push hooks into `state_dir/hooks`, keeps per-push scratch files in
+    /// `state_dir/pushes`, and returns the service.
     ///
     /// # Errors
     ///
     /// Fails when `state_dir` cannot be written.
-    pub fn new(
-        accounts: Accounts,
-        store: RepoStore,
-        events: PushEvents,
-        options: GitOptions,
-        state_dir: &Path,
-    ) -> std::io::Result<Self> {
+    pub fn build(self, state_dir: &Path) -> std::io::Result<GitService> {
         let hooks_dir = hooks::install(&state_dir.join("hooks"))?;
         let scratch_dir = state_dir.join("pushes");
         std::fs::create_dir_all(&scratch_dir)?;
-        Ok(Self {
-            inner: Arc::new(Inner { accounts, store, events, options, hooks_dir, scratch_dir }),
+        Ok(GitService {
+            inner: Arc::new(Inner {
+                authenticator: self.authenticator,
+                access: self.access,
+                locator: self.locator,
+                sink: self.sink,
+                options: self.options,
+                hooks_dir,
+                scratch_dir,
+            }),
         })
     }
+}
 
-    /// Returns the accounts callers are checked against.
-    pub fn accounts(&self) -> &Accounts {
-        &self.inner.accounts
+impl GitService {
+    /// Starts a service whose callers are checked by `authenticator`, whose permissions come
+    /// from `access` and whose repositories `locator` finds. Push events are dropped unless a
+    /// sink is set ([`GitServiceBuilder::on_push`], [`GitServiceBuilder::push_sink`]).
+    pub fn builder(
+        authenticator: impl Authenticator,
+        access: impl RepoAccess,
+        locator: impl RepoLocator,
+    ) -> GitServiceBuilder {
+        GitServiceBuilder {
+            authenticator: Arc::new(authenticator),
+            access: Arc::new(access),
+            locator: Arc::new(locator),
+            sink: Arc::new(NoPushSink),
+            options: GitOptions::default(),
+        }
+    }
+
+    /// Prepares the git transports of the platform's services: callers are checked against
+    /// `accounts`, permissions and branch protection come from the repository records, and each
+    /// push is recorded by `events` (the outbox and the durable queue) along with the
+    /// repository's size. Installs the push hooks into `state_dir/hooks` and keeps per-push
+    /// scratch files in `state_dir/pushes`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `state_dir` cannot be written.
+    #[cfg(feature = "postgres")]
+    pub fn new(
+        accounts: platform_core::accounts::Accounts,
+        store: RepoStore,
+        events: crate::events::PushEvents,
+        options: GitOptions,
+        state_dir: &Path,
+    ) -> std::io::Result<Self> {
+        let database = accounts.database().clone();
+        Self::builder(
+            crate::postgres::AccountsAuthenticator::new(accounts),
+            crate::postgres::RecordsAccess::new(database.clone()),
+            store,
+        )
+        .push_sink(crate::postgres::OutboxSink::new(events, database))
+        .options(options)
+        .build(state_dir)
+    }
+
+    /// Returns who checks callers' credentials.
+    pub fn authenticator(&self) -> &dyn Authenticator {
+        self.inner.authenticator.as_ref()
     }
 
     /// Returns the limits.
@@ -172,21 +258,9 @@ impl GitService {
         if !plausible_name(owner) || !plausible_name(name) {
             return Err(Denial::Invalid("that is not a repository path"));
         }
-        let (user, scopes) = match identity {
-            Identity::Anonymous => (None, None),
-            Identity::User { user, scopes } => (Some(user.as_ref().clone()), scopes.clone()),
-        };
-        let viewer = user.as_ref().map(|u| Viewer { user_id: u.id, is_admin: u.is_admin });
-        let mut conn = self.inner.accounts.database().get().await.map_err(internal)?;
-        let record = records::find(&mut conn, owner, name).await.map_err(internal)?;
-        let access = match &record {
-            Some(record) => {
-                permissions::access_for(&mut conn, record, viewer).await.map_err(internal)?
-            }
-            None => None,
-        };
-        drop(conn);
-        let (Some(record), Some(access)) = (record, access) else {
+        let user = identity.user();
+        let found = self.inner.access.access(owner, name, user).await.map_err(internal)?;
+        let Some((repository, access)) = found else {
             // Whether it exists is not said; with credentials it might be readable.
             return Err(if user.is_none() { Denial::NeedsCredentials } else { Denial::NotFound });
         };
@@ -197,20 +271,18 @@ impl GitService {
                 Denial::Forbidden("you may read this repository but not push to it")
             });
         }
-        let scope = if needed >= Access::Write { Scope::RepoWrite } else { Scope::RepoRead };
-        if let Some(scopes) = &scopes
-            && !scopes.iter().any(|s| s.grants(scope))
+        if let Identity::User { ceiling: Some(ceiling), .. } = identity
+            && *ceiling < needed
         {
             return Err(Denial::Forbidden("this token lacks the scope for that"));
         }
-        let path = self.inner.store.path(&record.owner, &record.name).map_err(internal)?;
+        let path = self.inner.locator.locate(&repository).map_err(internal)?;
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            tracing::error!(repository = record.id, path = %path.display(), "repository missing on disk");
+            tracing::error!(repository = repository.id, path = %path.display(), "repository missing on disk");
             return Err(Denial::NotFound);
         }
-        Ok(Authorized { repo: record, path, user, access })
+        Ok(Authorized { repo: repository, path, user: user.cloned(), access })
     }
-
     /// A `git` command run in `path`, its pipes ready, killed if dropped; `protocol` is the
     /// client's `GIT_PROTOCOL`.
     pub fn git(&self, path: &Path, protocol: Option<&str>) -> Command {
@@ -236,11 +308,10 @@ impl GitService {
     pub fn redactor(&self, authorized: &Authorized) -> crate::redact::Redactor {
         let public_name = format!("{}/{}.git", authorized.repo.owner, authorized.repo.name);
         let state_dir = self.inner.scratch_dir.parent().unwrap_or(&self.inner.scratch_dir);
-        crate::redact::Redactor::new(
-            &authorized.path,
-            &public_name,
-            &[self.inner.store.root(), state_dir],
-        )
+        let mut hidden = self.inner.locator.private_roots();
+        hidden.push(state_dir.to_owned());
+        let hidden: Vec<&Path> = hidden.iter().map(PathBuf::as_path).collect();
+        crate::redact::Redactor::new(&authorized.path, &public_name, &hidden)
     }
 
     /// `git upload-pack` as every fetch runs it, its advertisement and its negotiation, over
@@ -340,9 +411,8 @@ impl PushRun {
     /// Fails when the rules cannot be read or the verdicts written.
     pub async fn decide(&self, updates: &[RefUpdate]) -> Result<(), Denial> {
         let authorized = &self.authorized;
-        let mut conn = self.service.inner.accounts.database().get().await.map_err(internal)?;
-        let rules = protection::list(&mut conn, authorized.repo.id).await.map_err(internal)?;
-        drop(conn);
+        let access = &self.service.inner.access;
+        let rules = access.protected_branches(&authorized.repo).await.map_err(internal)?;
         let verdicts = verdicts(&rules, authorized.access, updates);
         tokio::fs::write(&self.policy, verdicts).await.map_err(internal)
     }
@@ -384,20 +454,7 @@ impl PushRun {
             sequence: None,
         };
         tracing::info!(repository = repo.id, event = %event.id, refs = event.refs.len(), "pushed");
-        let inner = &self.service.inner;
-        if let Err(error) = inner.events.record(&event).await {
-            tracing::error!(error = %error, "push event not recorded");
-        }
-        let path = self.authorized.path.clone();
-        let size = tokio::task::spawn_blocking(move || disk_usage(&path)).await.unwrap_or(0);
-        match inner.accounts.database().get().await {
-            Ok(mut conn) => {
-                if let Err(error) = records::record_push(&mut conn, repo.id, size).await {
-                    tracing::warn!(error = %error, "cannot record the repository's size");
-                }
-            }
-            Err(error) => tracing::warn!(error = %error, "cannot record the repository's size"),
-        }
+        self.service.inner.sink.pushed(event, &self.authorized.path).await;
     }
 }
 
@@ -476,21 +533,4 @@ pub async fn supervise(
         }
         None => None,
     }
-}
-
-/// The bytes of every file under `path`.
-fn disk_usage(path: &Path) -> i64 {
-    let mut total: u64 = 0;
-    let mut pending = vec![path.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
-                Ok(meta) => total += meta.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    i64::try_from(total).unwrap_or(i64::MAX)
 }

@@ -1,7 +1,7 @@
 //! Git over SSH: a russh server that runs git commands and nothing else.
 //!
 //! Clients authenticate with a public key only; the key's SHA256 fingerprint names its owner in
-//! the accounts tables (the SSH user name, usually `git`, is ignored). Password and
+//! the [`Authenticator`](crate::backend::Authenticator) (the SSH user name, usually `git`, is ignored). Password and
 //! keyboard-interactive authentication are refused. Only modern algorithms are offered:
 //! curve25519 key exchange, Ed25519 and RSA-SHA2 keys, ChaCha20-Poly1305 and AES-GCM.
 //!
@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use platform_core::accounts::{UserRecord, ssh_keys, users};
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::{
     self, Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
@@ -44,7 +43,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::permissions::Access;
 use crate::pktline;
 use crate::redact;
-use crate::transport::{self, Denial, GitService, Identity};
+use crate::backend::{GitUser, Identity};
+use crate::transport::{self, Denial, GitService};
 
 mod command;
 use command::{GitCommand, Program};
@@ -219,8 +219,7 @@ impl GitSsh {
         let authenticated = Arc::new(AtomicBool::new(false));
         // Keys are tried against the same per-address limit as passwords elsewhere: an address
         // over it is refused every key, on every connection, until its window ends.
-        let accounts = self.service.accounts().clone();
-        let limited = match accounts.address_limited(peer.ip()).await {
+        let limited = match self.service.authenticator().address_limited(peer.ip()).await {
             Ok(limited) => limited,
             Err(error) => {
                 tracing::error!(%peer, error = %error, "cannot read the sign-in attempt limits");
@@ -284,7 +283,7 @@ impl GitSsh {
 struct Connection {
     service: GitService,
     peer: SocketAddr,
-    user: Option<UserRecord>,
+    user: Option<GitUser>,
     /// The address is over its limit of failed sign-ins: every key is refused.
     limited: bool,
     /// Whether this connection counted as a failed attempt of its address: once, at its first
@@ -307,27 +306,18 @@ impl Connection {
     async fn user_of(
         &mut self,
         key: &russh::keys::PublicKey,
-    ) -> Result<Option<UserRecord>, russh::Error> {
+    ) -> Result<Option<GitUser>, russh::Error> {
         if self.limited {
             return Ok(None);
         }
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        let lookup = async {
-            let mut conn =
-                self.service.accounts().database().get().await.map_err(|e| e.to_string())?;
-            let Some(id) =
-                ssh_keys::owner_of(&mut conn, &fingerprint).await.map_err(|e| e.to_string())?
-            else {
-                return Ok(None);
-            };
-            users::find_by_id(&mut conn, id).await.map_err(|e| e.to_string())
-        };
-        match lookup.await {
+        let authenticator = self.service.authenticator();
+        match authenticator.public_key(&fingerprint, self.peer.ip()).await {
             Ok(user) => {
                 if user.is_none() && !self.counted_failure {
                     self.counted_failure = true;
-                    let accounts = self.service.accounts();
-                    if let Err(error) = accounts.record_address_failure(self.peer.ip()).await {
+                    if let Err(error) = authenticator.record_address_failure(self.peer.ip()).await
+                    {
                         tracing::error!(peer = %self.peer, %error, "cannot count a failed SSH sign-in");
                     }
                 }
@@ -382,7 +372,7 @@ impl server::Handler for Connection {
                 tracing::info!(peer = %self.peer, user = user.id, "SSH key accepted");
                 if self.counted_failure
                     && let Err(error) =
-                        self.service.accounts().forgive_address_failure(self.peer.ip()).await
+                        self.service.authenticator().forgive_address_failure(self.peer.ip()).await
                 {
                     tracing::error!(peer = %self.peer, %error, "cannot uncount an SSH sign-in");
                 }
@@ -537,12 +527,12 @@ impl server::Handler for Connection {
 }
 
 /// Runs `command` for `user` on the channel, streaming both ways, then reports its exit.
-async fn run(service: GitService, user: UserRecord, slot: Slot, command: GitCommand) {
+async fn run(service: GitService, user: GitUser, slot: Slot, command: GitCommand) {
     let Slot { channel, protocol } = slot;
     let (mut reader, writer) = channel.split();
     let mut errors = writer.make_writer_ext(Some(1));
     let needed = if command.program == Program::ReceivePack { Access::Write } else { Access::Read };
-    let identity = Identity::User { user: Box::new(user), scopes: None };
+    let identity = Identity::User { user, ceiling: None };
     let authorized = match service.authorize(&command.owner, &command.repo, &identity, needed).await
     {
         Ok(authorized) => authorized,

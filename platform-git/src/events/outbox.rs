@@ -1,64 +1,22 @@
-//! Push events: exactly one per successful push, on the durable queue, never lost.
-//!
-//! A push's event is first written to the `push_event_outbox` table, then published; once the
-//! queue has it, the row is deleted. When the queue is unreachable the push is not held up
-//! beyond the queue's publish timeout: the row stays, and [`PushEvents::relay`] publishes it when
-//! the queue is back. Each event carries an `id`, so a consumer that sees one twice (the queue
-//! delivers at least once) can tell.
+//! The outbox: push events kept in PostgreSQL until the durable queue has them.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use diesel::OptionalExtension as _;
 use diesel::sql_types::{BigInt, Jsonb, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use platform_core::db::Database;
 use platform_core::queue::Queue;
-use serde::{Deserialize, Serialize};
 
-/// The queue stream push events are published to.
-pub const PUSH_STREAM: &str = "pushes";
+use chrono::Utc;
+
+use super::{PUSH_STREAM, PushEvent};
 
 /// How long a fresh outbox row is left to the push that wrote it before the relay takes it.
 const RELAY_AFTER: Duration = Duration::from_secs(60);
 
 /// How often the relay looks for rows to publish.
 const RELAY_EVERY: Duration = Duration::from_secs(2);
-
-/// One ref a push moved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefChange {
-    /// The full ref name, such as `refs/heads/main`.
-    pub name: String,
-    /// The id before (all zeros for a new ref).
-    pub old: String,
-    /// The id after (all zeros for a deleted ref).
-    pub new: String,
-}
-
-/// What a push did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushEvent {
-    /// This event's id, the same on every delivery.
-    pub id: uuid::Uuid,
-    /// The repository's id.
-    pub repository_id: i64,
-    /// `owner/name` at the time of the push.
-    pub repository: String,
-    /// The pusher's user id.
-    pub pusher_id: i64,
-    /// The pusher's user name.
-    pub pusher: String,
-    /// Every ref the push moved.
-    pub refs: Vec<RefChange>,
-    /// When the push finished.
-    pub pushed_at: DateTime<Utc>,
-    /// The push's number among its repository's pushes, from 1, given when the event is
-    /// recorded ([`PushEvents::record`]); webhooks deliver a repository's pushes in this order.
-    /// `None` for an event recorded while the database was down, or made elsewhere.
-    #[serde(default)]
-    pub sequence: Option<i64>,
-}
 
 /// The error returned by [`PushEvents`] operations.
 #[derive(Debug, thiserror::Error)]
