@@ -61,6 +61,44 @@ pub fn signature_headers(
     headers
 }
 
+/// Tells whether `header_value`, an `X-Hub-Signature-256` header as received, signs `body`
+/// with `secret`: what a receiver checks before trusting a delivery.
+///
+/// `header_value` must have GitHub's form, `sha256=` followed by the hex of the HMAC-SHA256 of
+/// the body keyed by the secret's UTF-8 bytes; `body` must be the exact bytes received, before
+/// any parsing. The comparison takes the same time wherever the first differing byte is, so it
+/// reveals nothing about the expected value. Anything else is `false`: another prefix, no
+/// prefix, hex that does not decode or has the wrong length, and an empty secret (which
+/// [`signature_headers`] never signs with).
+///
+/// ```
+/// use platform_git::signature::{signature_headers, verify_hub_signature};
+///
+/// let body = br#"{"ref":"refs/heads/main"}"#;
+/// let headers = signature_headers(Some("s3cret"), "dlv_1", 1_700_000_000, body);
+/// let (_, signature) = headers
+///     .iter()
+///     .find(|(name, _)| name == "X-Hub-Signature-256")
+///     .expect("a secret was given");
+///
+/// assert!(verify_hub_signature("s3cret", body, signature));
+/// assert!(!verify_hub_signature("another secret", body, signature));
+/// assert!(!verify_hub_signature("s3cret", br#"{"ref":"refs/heads/evil"}"#, signature));
+/// ```
+pub fn verify_hub_signature(secret: &str, body: &[u8], header_value: &str) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let Some(expected) = header_value.strip_prefix("sha256=").and_then(|hex| hex::decode(hex).ok())
+    else {
+        return false;
+    };
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts a key of any length");
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
 /// The key of the Standard Webhooks signature: see [`signature_headers`].
 fn standard_webhooks_key(secret: &str) -> Vec<u8> {
     secret
@@ -146,6 +184,65 @@ mod tests {
         assert_eq!(standard_webhooks_key(secret), secret.as_bytes());
         let headers = signature_headers(Some(secret), "id", 0, b"");
         assert!(header(&headers, "webhook-signature").is_some());
+    }
+
+    /// GitHub's documented example again, from the receiving side.
+    const GITHUB_EXAMPLE: &str =
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+
+    #[test]
+    fn a_hub_signature_verifies_with_its_secret_and_body() {
+        assert!(verify_hub_signature(GITHUB_SECRET, b"Hello, World!", GITHUB_EXAMPLE));
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let headers = signature_headers(Some("s3cret"), "dlv_1", 1_700_000_000, body);
+        let signature = header(&headers, "X-Hub-Signature-256").expect("signed");
+        assert!(verify_hub_signature("s3cret", body, signature));
+    }
+
+    #[test]
+    fn a_hub_signature_does_not_verify_with_another_secret() {
+        assert!(!verify_hub_signature(
+            "It's a secret to everybody",
+            b"Hello, World!",
+            GITHUB_EXAMPLE
+        ));
+        assert!(!verify_hub_signature("", b"Hello, World!", GITHUB_EXAMPLE));
+    }
+
+    #[test]
+    fn a_hub_signature_does_not_verify_a_tampered_body() {
+        for body in [&b"Hello, World?"[..], b"Hello, World!\n", b"", b"Hello, World"] {
+            assert!(!verify_hub_signature(GITHUB_SECRET, body, GITHUB_EXAMPLE), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_hub_signature_does_not_verify() {
+        let hex = GITHUB_EXAMPLE.strip_prefix("sha256=").expect("prefixed");
+        for value in [
+            String::new(),
+            "sha256=".to_owned(),
+            hex.to_owned(),
+            format!("sha1={hex}"),
+            format!("SHA256={hex}"),
+            format!(" sha256={hex}"),
+            format!("sha256={hex} "),
+            format!("sha256={}", &hex[..63]),
+            format!("sha256={}", &hex[..62]),
+            format!("sha256={hex}00"),
+            format!("sha256={}zz", &hex[..62]),
+            // The Standard Webhooks form of a signature is not the hub's.
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_owned(),
+        ] {
+            assert!(!verify_hub_signature(GITHUB_SECRET, b"Hello, World!", &value), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_hub_signature_in_upper_case_hex_verifies() {
+        let upper = format!("sha256={}", GITHUB_EXAMPLE["sha256=".len()..].to_ascii_uppercase());
+        assert!(verify_hub_signature(GITHUB_SECRET, b"Hello, World!", &upper));
     }
 
     #[test]
