@@ -1,33 +1,73 @@
 //! Git hosting: everything between a `git` client and a bare repository.
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), platform_git::store::StoreError> {
-//! let store = platform_git::store::RepoStore::new("/data/repos");
+//! Serve the repositories under a directory over smart HTTP, to users of your own (here from
+//! code; [`local::LocalUsers::from_file`] reads them from a file):
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use platform_git::local::{LocalUser, LocalUsers};
+//! use platform_git::store::RepoStore;
+//! use platform_git::transport::GitService;
+//! use tower::ServiceExt as _;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = RepoStore::new(dir.path().join("repos"));
 //! store.create("ada", "engine", "main").await?;
+//! let ada = LocalUser::new("ada").with_token("s3cret-token");
+//! let users = LocalUsers::new(vec![ada], vec!["ada/*".to_owned()])?;
+//!
+//! let git = GitService::builder(users.clone(), users, store)
+//!     .on_push(|push| println!("{} pushed to {}", push.pusher, push.repository))
+//!     .build(&dir.path().join("state"))?;
+//! let app = platform_git::http::router(git.clone());
+//! // In a program: axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()),
+//! // and platform_git::ssh::GitSsh::new(git, host_key_pem, SshOptions::default()) beside it.
+//!
+//! let advertisement = http::Request::get("/ada/engine.git/info/refs?service=git-upload-pack")
+//!     .body(axum::body::Body::empty())?;
+//! assert_eq!(app.oneshot(advertisement).await?.status(), 200);
 //! # Ok(()) }
 //! ```
 //!
+//! The transports ask four traits of [`backend`] who callers are, what they may do, where
+//! repositories live and where push events go; [`local`] answers from a file, and the
+//! platform's services answer from PostgreSQL ([`postgres`]).
+//!
 //! - [`store`] keeps bare repositories on disk;
-//! - [`records`], [`permissions`] and [`protection`] keep repository records, collaborators and
-//!   branch protection rules in PostgreSQL (tables created by [`GIT_MIGRATIONS`]);
-//! - [`api`] is the repository REST API, with its OpenAPI description;
 //! - [`http`] serves git over smart HTTP with the real `git` binary, applying the push policy of
-//!   [`hooks`] and publishing one [`events::PushEvent`] per push; [`pktline`] reads git's framing.
-//!
+//!   [`hooks`] and reporting one [`events::PushEvent`] per push; [`pktline`] reads git's framing;
 //! - [`ssh`] serves the same over SSH (russh), running git commands and nothing else; both
-//!   transports share [`transport`].
+//!   transports share [`transport`];
+//! - [`browse`] reads refs, history, trees, blobs, diffs, blame and archives with gix;
+//! - [`signature`] signs webhook deliveries and lets a receiver check them.
 //!
-//! - [`browse`] reads refs, history, trees, blobs, diffs, blame and archives with gix, served by
-//!   [`api`] under `/api/repos/{owner}/{name}/...`.
+//! With `postgres`, the platform's own parts:
 //!
+//! - [`records`], [`permissions`] and [`protection`] keep repository records, collaborators and
+//!   branch protection rules in PostgreSQL (tables created by [`GIT_MIGRATIONS`]), and
+//!   [`events::PushEvents`] puts push events on the durable queue through an outbox;
+//! - [`api`] is the repository REST API, with its OpenAPI description, serving [`browse`] under
+//!   `/api/repos/{owner}/{name}/...`;
 //! - [`watches`] keeps who watches which repository and queues a mail to each of them who can
-//!   still read it after a push.
-//!
+//!   still read it after a push;
 //! - [`reactions`] is what follows a push, as the `git_hook` worker pool runs it: repository
 //!   metadata, [`webhooks`] (GitHub-compatible, signed, retried, behind an SSRF guard) and
 //!   notifications, each job on its own and once per push.
 //!
-//! It depends on `platform-storage` and `platform-core`.
+//! # Features
+//!
+//! | feature | what it adds | pulls in |
+//! |---|---|---|
+//! | `http` | [`http`], git over smart HTTP as an axum `Router` | axum, tower-http |
+//! | `ssh` | [`ssh`], git over SSH | russh |
+//! | `local` | [`local`], users, tokens, keys and grants from a file or code | toml, argon2 |
+//! | `browse` | [`browse`], reading repositories | gix |
+//! | `postgres` | records, permissions, outbox, webhooks, reactions, [`postgres`] | `platform-core` (diesel, Redis, NATS), reqwest, `browse` |
+//! | `api` | [`api`], the REST API and its OpenAPI description | utoipa-axum, `postgres`, `http` |
+//!
+//! The default is all of them, as the platform's services use it. A program serving git from
+//! its own users needs `default-features = false, features = ["http", "ssh", "local"]`.
 
 #[cfg(feature = "api")]
 pub mod api;

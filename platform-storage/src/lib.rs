@@ -4,8 +4,9 @@
 //!   are checked (no `..`, no absolute paths, no NUL bytes, no backslashes, no hidden names) and
 //!   opened by the kernel beneath the root's handle, so no symlink leads out of it. Writes are
 //!   atomic (temporary file in the same directory, fsync, rename, fsync of the directory).
-//! - The four roots of a deployment as types: [`ReposRoot`] (`APP_REPOS_ROOT`), [`AvatarRoot`]
-//!   (`APP_AVATAR_PATH`), [`FilesRoot`] (`STORAGE_PATH`) and [`StaticRoot`] (`STATIC_ROOT`).
+//! - The three roots of a deployment's files as types: [`AvatarRoot`] (`APP_AVATAR_PATH`),
+//!   [`FilesRoot`] (`STORAGE_PATH`) and [`StaticRoot`] (`STATIC_ROOT`). Repositories are
+//!   `platform-git`'s (`platform_git::store::RepoStore`).
 //! - [`blobs`]: a content-addressed store (SHA-256, each blob stored once).
 //! - [`avatars`]: uploads re-encoded as fixed-size square PNGs (nothing but pixels survives), and
 //!   generated default avatars.
@@ -83,8 +84,6 @@ macro_rules! typed_roots {
 }
 
 typed_roots! {
-    /// The bare repositories (`APP_REPOS_ROOT`).
-    ReposRoot;
     /// Avatars as served (`APP_AVATAR_PATH`).
     AvatarRoot;
     /// Uploaded files and the blob store (`STORAGE_PATH`).
