@@ -39,7 +39,14 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" \
+  cargo doc --workspace --no-deps --locked --quiet
+
+step "the public API against its snapshot in public-api/"
+scripts/public-api.sh --check --no-doc
+
+step "platform-git in each documented feature set"
+scripts/features.sh
 
 step "cargo package (each library crate builds from its published form)"
 # Cargo unpacks the packages it verifies under its registry cache, keyed by this checkout's path,
