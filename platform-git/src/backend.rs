@@ -88,8 +88,11 @@ pub trait Authenticator: Send + Sync + 'static {
 
     /// Finds the user whose SSH public key has the SHA256 fingerprint `fingerprint` (as
     /// `ssh-keygen -l` prints it, `SHA256:…`), offered from `client`.
-    async fn public_key(&self, fingerprint: &str, client: IpAddr)
-    -> Result<Option<GitUser>, BoxError>;
+    async fn public_key(
+        &self,
+        fingerprint: &str,
+        client: IpAddr,
+    ) -> Result<Option<GitUser>, BoxError>;
 
     /// How long `client` must wait before it may try a key again, if it is over its limit.
     async fn address_limited(&self, client: IpAddr) -> Result<Option<Duration>, BoxError> {

@@ -37,9 +37,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use crate::backend::{Identity, SignIn};
 use crate::permissions::Access;
 use crate::pktline;
-use crate::backend::{Identity, SignIn};
 use crate::transport::{self, Authorized, Denial, GitService};
 
 /// The smart HTTP routes (see the module docs).

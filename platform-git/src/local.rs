@@ -53,7 +53,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::backend::{Authenticator, BoxError, GitRepository, GitUser, Identity, RepoAccess, SignIn};
+use crate::backend::{
+    Authenticator, BoxError, GitRepository, GitUser, Identity, RepoAccess, SignIn,
+};
 use crate::permissions::Access;
 
 /// The error returned when users cannot be read.
@@ -124,9 +126,11 @@ impl LocalUser {
     ///
     /// Fails only if the hasher rejects its parameters, which the defaults never cause.
     pub fn with_password(mut self, password: &str) -> Result<Self, LocalUsersError> {
-        self.password = Some(LocalUsers::hash_password(password).map_err(|error| {
-            LocalUsersError::User { user: self.name.clone(), problem: error }
-        })?);
+        self.password =
+            Some(LocalUsers::hash_password(password).map_err(|error| LocalUsersError::User {
+                user: self.name.clone(),
+                problem: error,
+            })?);
         Ok(self)
     }
 
@@ -234,7 +238,8 @@ impl LocalUsers {
         let mut by_name = HashMap::new();
         let mut by_fingerprint = HashMap::new();
         for (index, user) in users.iter().enumerate() {
-            let problem = |problem: String| LocalUsersError::User { user: user.name.clone(), problem };
+            let problem =
+                |problem: String| LocalUsersError::User { user: user.name.clone(), problem };
             crate::store::check_owner_name(&user.name)
                 .map_err(|rule| problem(format!("the name {rule}")))?;
             if by_name.insert(user.name.to_ascii_lowercase(), index).is_some() {
@@ -248,9 +253,9 @@ impl LocalUsers {
                 return Err(problem(format!("token {} is not a hex SHA-256", bad + 1)));
             }
             for (number, key) in user.keys.iter().enumerate() {
-                if let Some(fingerprint) = fingerprint_of(key).map_err(|why| {
-                    problem(format!("key {} cannot be read: {why}", number + 1))
-                })? && by_fingerprint.insert(fingerprint, index).is_some()
+                if let Some(fingerprint) = fingerprint_of(key)
+                    .map_err(|why| problem(format!("key {} cannot be read: {why}", number + 1)))?
+                    && by_fingerprint.insert(fingerprint, index).is_some()
                 {
                     return Err(problem(format!("key {} belongs to someone else too", number + 1)));
                 }
@@ -304,7 +309,8 @@ fn is_sha256_hex(text: &str) -> bool {
 
 #[cfg(feature = "ssh")]
 fn fingerprint_of(key: &str) -> Result<Option<String>, String> {
-    let key = russh::keys::PublicKey::from_openssh(key.trim()).map_err(|error| error.to_string())?;
+    let key =
+        russh::keys::PublicKey::from_openssh(key.trim()).map_err(|error| error.to_string())?;
     Ok(Some(key.fingerprint(russh::keys::HashAlg::Sha256).to_string()))
 }
 
@@ -326,11 +332,7 @@ fn verify_password(password: &str, stored: &str) -> bool {
 
 /// Whether `pattern` (`owner/name`, `*` for any run of characters) matches `repository`.
 fn matches(pattern: &str, repository: &str) -> bool {
-    gix_glob::wildmatch(
-        pattern.into(),
-        repository.into(),
-        gix_glob::wildmatch::Mode::IGNORE_CASE,
-    )
+    gix_glob::wildmatch(pattern.into(), repository.into(), gix_glob::wildmatch::Mode::IGNORE_CASE)
 }
 
 #[async_trait::async_trait]
@@ -412,7 +414,10 @@ mod tests {
     fn users() -> LocalUsers {
         LocalUsers::new(
             vec![
-                LocalUser::new("ada").with_token("t0ken").can_read("team/*").can_write("shared/tools"),
+                LocalUser::new("ada")
+                    .with_token("t0ken")
+                    .can_read("team/*")
+                    .can_write("shared/tools"),
                 LocalUser { admin: true, ..LocalUser::new("root") },
             ],
             vec!["public/*".to_owned()],

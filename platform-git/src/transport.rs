@@ -14,10 +14,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
 use tokio::process::{Child, Command};
 
+use crate::backend::{Authenticator, NoPushSink, PushCallback, PushSink, RepoAccess, RepoLocator};
 pub use crate::backend::{GitRepository, GitUser, Identity};
-use crate::backend::{
-    Authenticator, NoPushSink, PushCallback, PushSink, RepoAccess, RepoLocator,
-};
 use crate::events::{PushEvent, RefChange};
 use crate::hooks;
 use crate::permissions::Access;

@@ -137,4 +137,3 @@ pub async fn delete(
             .await?;
     Ok(deleted > 0)
 }
-

@@ -40,10 +40,10 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::backend::{GitUser, Identity};
 use crate::permissions::Access;
 use crate::pktline;
 use crate::redact;
-use crate::backend::{GitUser, Identity};
 use crate::transport::{self, Denial, GitService};
 
 mod command;
@@ -316,8 +316,7 @@ impl Connection {
             Ok(user) => {
                 if user.is_none() && !self.counted_failure {
                     self.counted_failure = true;
-                    if let Err(error) = authenticator.record_address_failure(self.peer.ip()).await
-                    {
+                    if let Err(error) = authenticator.record_address_failure(self.peer.ip()).await {
                         tracing::error!(peer = %self.peer, %error, "cannot count a failed SSH sign-in");
                     }
                 }
