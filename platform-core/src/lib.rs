@@ -14,6 +14,32 @@
 //! - [`accounts`]: users, passwords and sessions, with their HTTP routes;
 //! - [`api`]: the JSON error every API answers with.
 //!
+//! Configuration comes from the environment, section by section, and reports every problem at
+//! once, by variable, never echoing a secret:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use platform_core::config::{DatabaseConfig, EnvReader, HttpConfig};
+//!
+//! let vars = HashMap::from([
+//!     ("APP_HTTP_ADDR".to_owned(), "0.0.0.0:99999".to_owned()),
+//!     ("APP_DATABASE_URL".to_owned(), "mysql://app:hunter2@db/app".to_owned()),
+//! ]);
+//! let mut env = EnvReader::new(&vars);
+//! let sections = (HttpConfig::read(&mut env, 8080), DatabaseConfig::read(&mut env));
+//! let error = env.finish(sections).expect_err("both variables are wrong").to_string();
+//! assert!(error.contains("APP_HTTP_ADDR") && error.contains("APP_DATABASE_URL"), "{error}");
+//! assert!(!error.contains("hunter2"));
+//!
+//! let vars = HashMap::from([("APP_DATABASE_URL".to_owned(), "postgres://db/app".to_owned())]);
+//! let mut env = EnvReader::new(&vars);
+//! let sections = (HttpConfig::read(&mut env, 8080), DatabaseConfig::read(&mut env));
+//! let (http, database) = env.finish(sections)?;
+//! assert_eq!(http.addr.port(), 8080);
+//! assert_eq!(database.max_connections, 10);
+//! # Ok::<(), platform_core::config::ConfigError>(())
+//! ```
+//!
 //! # Quick start
 //!
 //! A service with its own route, a readiness check on PostgreSQL, and graceful shutdown:
