@@ -341,10 +341,9 @@ impl Authenticator for LocalUsers {
         let index = self.find(login);
         let user = index.map(|index| &self.inner.users[index]);
         let token = Self::hash_token(secret);
-        if let Some(user) = user
-            && user.tokens.iter().any(|stored| stored.eq_ignore_ascii_case(&token))
+        if let Some(index) = index
+            && self.inner.users[index].tokens.iter().any(|t| t.eq_ignore_ascii_case(&token))
         {
-            let index = index.unwrap_or_default();
             return Ok(SignIn::Valid(Identity::User { user: self.git_user(index), ceiling: None }));
         }
         let stored = user.and_then(|user| user.password.clone());

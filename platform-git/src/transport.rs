@@ -1,5 +1,6 @@
-//! What git over HTTP ([`crate::http`]) and over SSH share: one implementation of who may do
-//! what, of the push policy, and of what follows a push.
+//! What git over HTTP (`crate::http`) and over SSH (`crate::ssh`) share: one implementation of
+//! who may do what, of the push policy, and of what follows a push, on the host's
+//! [`backend`](crate::backend) traits.
 //!
 //! A transport turns its credentials into an [`Identity`], asks [`GitService::authorize`], runs
 //! git through [`GitService::git`], and for pushes goes through [`PushRun`]: it hands over the
@@ -421,8 +422,7 @@ impl PushRun {
         let _ = tokio::fs::remove_file(&self.report).await;
     }
 
-    /// After git exited: publishes the push event and records the repository's size, if any ref
-    /// moved.
+    /// After git exited: hands the push event to the service's [`PushSink`], if any ref moved.
     pub async fn finish(self) {
         let text = tokio::fs::read_to_string(&self.report).await.unwrap_or_default();
         let _ = tokio::fs::remove_file(&self.report).await;
