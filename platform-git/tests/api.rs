@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use platform_core::accounts::{Scope, access_tokens, password, users};
+use platform_core::accounts::{Scope, access_tokens, password};
 use platform_core::db::Database;
 use platform_git::api::RepoApi;
 use platform_git::store::RepoStore;
-use platform_test_support::unique_name;
+use platform_test_support::{unique_name, unverified_user, verified_user};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -65,7 +65,7 @@ impl App {
     }
 
     async fn member_with(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<Member> {
-        let (id, token) = common::user(&self.database, name, &self.password_hash, scopes).await?;
+        let (id, token) = verified_user(&self.database, name, &self.password_hash, scopes).await?;
         Ok(Member { id, name: name.to_owned(), token })
     }
 
@@ -949,11 +949,8 @@ async fn an_unverified_account_cannot_create_or_fork_repositories() -> anyhow::R
     let app = App::new().await?;
     let ada = app.member("ada").await?;
     assert_eq!(app.create_repo(&ada, "engine", false).await.status, StatusCode::CREATED);
-    let mut conn = app.database.get().await?;
-    let user =
-        users::create(&mut conn, "newcomer", "newcomer@example.com", &app.password_hash).await?;
-    let (token, _) = access_tokens::create(&mut conn, user.id, "t", &[Scope::Admin], None).await?;
-    drop(conn);
+    let (_, token) =
+        unverified_user(&app.database, "newcomer", &app.password_hash, &[Scope::Admin]).await?;
     let created = app.call("POST", "/api/repos", Some(json!({"name": "mine"})), Some(&token)).await;
     assert_eq!(created.status, StatusCode::FORBIDDEN, "{}", created.text);
     assert!(created.text.contains("verify your email address first"), "{}", created.text);

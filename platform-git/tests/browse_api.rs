@@ -18,7 +18,7 @@ use platform_core::accounts::{Scope, password};
 use platform_core::db::Database;
 use platform_git::api::RepoApi;
 use platform_git::store::RepoStore;
-use platform_test_support::unique_name;
+use platform_test_support::{unique_name, verified_user};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -125,7 +125,7 @@ impl App {
     }
 
     async fn member(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<Member> {
-        let (_, token) = common::user(&self.database, name, &self.password_hash, scopes).await?;
+        let (_, token) = verified_user(&self.database, name, &self.password_hash, scopes).await?;
         Ok(Member { name: name.to_owned(), token })
     }
 

@@ -14,7 +14,7 @@ use platform_git::api::RepoApi;
 use platform_git::events::{PUSH_STREAM, PushEvent, PushEvents};
 use platform_git::store::RepoStore;
 use platform_git::transport::{GitOptions, GitService};
-use platform_test_support::{Broker, BrokerKind, eventually, unique_name};
+use platform_test_support::{Broker, BrokerKind, eventually, unique_name, verified_user};
 use serde_json::json;
 
 use common::PASSWORD;
@@ -84,7 +84,7 @@ impl Server {
 
     async fn member(&self, name: &str) -> anyhow::Result<Member> {
         let (_, token) =
-            common::user(&self.database, name, &self.password_hash, &[Scope::Admin]).await?;
+            verified_user(&self.database, name, &self.password_hash, &[Scope::Admin]).await?;
         Ok(Member { name: name.to_owned(), token })
     }
 

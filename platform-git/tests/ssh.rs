@@ -15,7 +15,7 @@ use platform_git::events::{PUSH_STREAM, PushEvent, PushEvents};
 use platform_git::ssh::{GitSsh, SshOptions};
 use platform_git::store::RepoStore;
 use platform_git::transport::{GitOptions, GitService};
-use platform_test_support::{eventually, unique_name};
+use platform_test_support::{eventually, unique_name, verified_user};
 use serde_json::json;
 
 struct Member {
@@ -106,7 +106,7 @@ impl Server {
         let key = self.scratch.join(format!("{name}_key"));
         let public = ssh_keygen(&key, &["-t", "ed25519"])?;
         let (id, token) =
-            common::user(&self.database, name, &self.password_hash, &[Scope::Admin]).await?;
+            verified_user(&self.database, name, &self.password_hash, &[Scope::Admin]).await?;
         let parsed = ssh_keys::parse(&public).map_err(anyhow::Error::msg)?;
         let mut conn = self.database.get().await?;
         ssh_keys::add(&mut conn, id, "laptop", &parsed).await?;

@@ -22,7 +22,7 @@ use platform_git::browse::{Browser, Limits};
 use platform_git::events::{PushEvent, RefChange};
 use platform_git::store::RepoStore;
 use platform_git::watches::{self, Notifier};
-use platform_test_support::{service_env, unique_name};
+use platform_test_support::{service_env, unique_name, verified_user};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -66,7 +66,7 @@ impl App {
 
     async fn member(&self, name: &str) -> anyhow::Result<Member> {
         let (id, token) =
-            common::user(&self.database, name, &self.password_hash, &[Scope::Admin]).await?;
+            verified_user(&self.database, name, &self.password_hash, &[Scope::Admin]).await?;
         Ok(Member { id, name: name.to_owned(), token })
     }
 

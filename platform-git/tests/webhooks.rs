@@ -24,7 +24,7 @@ use platform_git::webhooks::deliveries::{self, DeliveryDetail, DeliveryState};
 use platform_git::webhooks::engine::{DELIVERY_STREAM, DeliveryEngine, DeliveryOptions, Wake};
 use platform_git::webhooks::guard::{AllowList, Guard};
 use platform_git::webhooks::hooks::{self, ContentType, EventSet, Hook, NewHook};
-use platform_test_support::{Received, Receiver, unique_name};
+use platform_test_support::{Received, Receiver, unique_name, verified_user};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
@@ -106,7 +106,7 @@ impl App {
 
     async fn member(&self, name: &str) -> anyhow::Result<Member> {
         let scopes = [platform_core::accounts::Scope::Admin];
-        let (_, token) = common::user(&self.database, name, &self.password_hash, &scopes).await?;
+        let (_, token) = verified_user(&self.database, name, &self.password_hash, &scopes).await?;
         Ok(Member { name: name.to_owned(), token })
     }
 

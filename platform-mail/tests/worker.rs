@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use platform_core::accounts::AccountMail;
-use platform_core::config::{DatabaseConfig, EnvReader, NatsConfig, SecretUrl, SmtpConfig};
+use platform_core::config::{EnvReader, NatsConfig, SecretUrl, SmtpConfig};
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Backoff, Queue, QueueOptions};
 use platform_core::telemetry::Metrics;
@@ -15,7 +15,7 @@ use platform_mail::{
     Composer, EmailWorker, MAIL_MIGRATIONS, MAIL_STREAM, MailJob, Role, SmtpSender, WorkerOptions,
 };
 use platform_test_support::{
-    CaptureTls, SMTP_USER, SmtpCapture, eventually, fresh_database, service_env, unique_name,
+    CaptureTls, SMTP_USER, SmtpCapture, eventually, migrated_database, service_env, unique_name,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -31,11 +31,7 @@ struct Setup {
 
 impl Setup {
     async fn new(tls: CaptureTls) -> anyhow::Result<Self> {
-        let vars = HashMap::from([("APP_DATABASE_URL".to_owned(), fresh_database().await?)]);
-        let mut env = EnvReader::new(&vars);
-        let read = (DatabaseConfig::read(&mut env), Some(()));
-        let database = Database::connect(&env.finish(read)?.0);
-        database.migrate_all([CORE_MIGRATIONS, MAIL_MIGRATIONS]).await?;
+        let (_, database) = migrated_database([CORE_MIGRATIONS, MAIL_MIGRATIONS]).await?;
         let nats_url = service_env("PLATFORM_TEST_NATS_URL");
         let nats = NatsConfig { url: Some(SecretUrl::new(nats_url.parse()?)), token: None };
         Ok(Self {

@@ -1,21 +1,16 @@
 //! The avatar and attachment routes over a real socket, against PostgreSQL and Redis.
 
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use platform_core::accounts::{Accounts, Scope, access_tokens, users};
-use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
-use platform_core::db::{CORE_MIGRATIONS, Database};
-use platform_core::queue::{Queue, QueueOptions};
-use platform_core::redis::Redis;
+use platform_core::accounts::Scope;
+use platform_core::db::CORE_MIGRATIONS;
 use platform_core::service::{RouteLimits, ServiceShell};
-use platform_core::telemetry::Metrics;
 use platform_storage::api::{StorageApi, UploadLimits};
 use platform_storage::avatars::AvatarOptions;
 use platform_storage::{AvatarRoot, FilesRoot, STORAGE_MIGRATIONS};
-use platform_test_support::{fresh_database, service_env, unique_name};
+use platform_test_support::{Backing, unique_name, verified_user};
 use reqwest::StatusCode;
 
 const STATIC_URL: &str = "https://forge.example.com/static/";
@@ -34,31 +29,10 @@ impl Setup {
 
     /// Serves the routes in the service shell, with its body limit when given (as app does).
     async fn start_with_body_limit(body_limit: Option<usize>) -> anyhow::Result<Self> {
-        let vars = HashMap::from([
-            ("APP_DATABASE_URL".to_owned(), fresh_database().await?),
-            ("APP_REDIS_URL".to_owned(), service_env("PLATFORM_TEST_REDIS_URL")),
-            ("APP_SESSION_SECRET".to_owned(), "a-session-secret-for-the-storage-tests".to_owned()),
-        ]);
-        let mut env = EnvReader::new(&vars);
-        let read = (
-            DatabaseConfig::read(&mut env),
-            RedisConfig::read(&mut env),
-            SessionConfig::read(&mut env),
-        );
-        let (database, redis, session) = env.finish(read)?;
-        let database = Database::connect(&database);
-        database.migrate_all([CORE_MIGRATIONS, STORAGE_MIGRATIONS]).await?;
-        let namespace = unique_name("storage");
-        let options = QueueOptions { namespace: namespace.clone(), ..QueueOptions::default() };
-        let queue = Queue::redis(&redis, options, &Metrics::new("test"))?;
-        let accounts = Accounts::new(database.clone(), Redis::connect(&redis)?, queue, &session)?
-            .with_namespace(namespace);
-        let mut conn = database.get().await?;
-        let user = users::create(&mut conn, "ada", "ada@example.com", "not-a-real-hash").await?;
-        users::mark_email_verified(&mut conn, user.id).await?;
+        let Backing { database, accounts, .. } =
+            Backing::start("storage", [CORE_MIGRATIONS, STORAGE_MIGRATIONS], None).await?;
         let scopes = [Scope::Admin, Scope::RepoWrite];
-        let (token, _) = access_tokens::create(&mut conn, user.id, "tests", &scopes, None).await?;
-        drop(conn);
+        let (_, token) = verified_user(&database, "ada", "not-a-real-hash", &scopes).await?;
 
         let dir = std::env::temp_dir().join(unique_name("uploads"));
         let limits = UploadLimits {

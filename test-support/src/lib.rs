@@ -5,6 +5,9 @@
 //! `PLATFORM_TEST_NATS_URL`). Each test takes its own database ([`fresh_database`]) or key
 //! prefix ([`unique_name`]), so tests run in parallel. [`ServiceProcess`] runs one of our
 //! binaries as a real process and kills it when dropped.
+//!
+//! In-process suites build on [`migrated_database`] or a whole [`Backing`] (the database, the
+//! accounts and a queue), and make users with [`verified_user`] and [`unverified_user`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,10 +23,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+mod backing;
 mod proxy;
 mod receiver;
 mod smtp;
 
+pub use backing::{Backing, migrated_database, unverified_user, verified_user};
 pub use proxy::TcpProxy;
 pub use receiver::{Received, Receiver};
 pub use smtp::{CaptureTls, CapturedMail, SMTP_PASSWORD, SMTP_USER, SmtpCapture};

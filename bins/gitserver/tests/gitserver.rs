@@ -4,13 +4,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use platform_core::accounts::{Scope, access_tokens, password, users};
-use platform_core::config::{DatabaseConfig, EnvReader};
-use platform_core::db::{CORE_MIGRATIONS, Database};
+use platform_core::accounts::{Scope, password};
+use platform_core::db::CORE_MIGRATIONS;
 use platform_git::records::{self, NewRepo};
 use platform_git::store::RepoStore;
 use platform_test_support::{
-    ServiceProcess, fresh_database, service_env, unique_name, wait_for_status,
+    ServiceProcess, migrated_database, service_env, unique_name, verified_user, wait_for_status,
 };
 
 const GITSERVER: &str = env!("CARGO_BIN_EXE_gitserver");
@@ -48,19 +47,14 @@ async fn a_200_mib_push_streams_through_in_bounded_memory() -> anyhow::Result<()
     let scratch = std::env::temp_dir().join(unique_name("gitserver"));
     let repos = scratch.join("repos");
     std::fs::create_dir_all(&repos)?;
-    let database_url = fresh_database().await?;
-    let vars = HashMap::from([("APP_DATABASE_URL".to_owned(), database_url.clone())]);
-    let mut env = EnvReader::new(&vars);
-    let read = (DatabaseConfig::read(&mut env), Some(()));
-    let database = Database::connect(&env.finish(read)?.0);
-    database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
+    let (database_url, database) =
+        migrated_database([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
     let token = {
-        let mut conn = database.get().await?;
         let hash = password::hash("correct horse battery")?;
-        let user = users::create(&mut conn, "ada", "ada@example.com", &hash).await?;
-        users::mark_email_verified(&mut conn, user.id).await?;
+        let (user_id, token) = verified_user(&database, "ada", &hash, &[Scope::RepoWrite]).await?;
+        let mut conn = database.get().await?;
         let new = NewRepo {
-            owner_id: user.id,
+            owner_id: user_id,
             name: "big",
             description: "",
             is_private: true,
@@ -69,7 +63,7 @@ async fn a_200_mib_push_streams_through_in_bounded_memory() -> anyhow::Result<()
         };
         records::insert(&mut conn, new).await?;
         RepoStore::new(&repos).create("ada", "big", "main").await?;
-        access_tokens::create(&mut conn, user.id, "push", &[Scope::RepoWrite], None).await?.0
+        token
     };
 
     let key = scratch.join("host_key");

@@ -16,8 +16,12 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Accounts, DUMMY_HASH, Scope, UserRecord, access_tokens, password, rate_limit, users};
+use super::{Accounts, Scope, UserRecord, access_tokens, password, rate_limit, users};
 use crate::api::ApiError;
+
+/// A valid argon2id hash of a random string, verified against when the login names nobody, so
+/// that unknown and known accounts take the same time to refuse.
+pub(crate) const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$TzjAeBNBHJvDUqWSQq4JNDDqoBKbahdLxjP8VNXiHYw";
 
 /// What checking a credential found.
 #[derive(Debug)]
@@ -205,5 +209,18 @@ impl Accounts {
     /// [`super::client_address`]), with this deployment's trusted proxies.
     pub fn client_address(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
         super::client_address(peer, headers, &self.trusted_proxies)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dummy_hash_is_a_real_argon2id_hash_so_unknown_logins_cost_a_full_verification() {
+        let parsed =
+            argon2::password_hash::PasswordHash::new(DUMMY_HASH).expect("a valid PHC string");
+        assert_eq!(parsed.algorithm.as_str(), "argon2id");
+        assert!(!password::verify("anything", DUMMY_HASH));
     }
 }

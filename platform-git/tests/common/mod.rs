@@ -3,83 +3,17 @@
 // Each suite uses its own part of this.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use platform_core::accounts::{Accounts, Scope, access_tokens, users};
-use platform_core::config::{DatabaseConfig, EnvReader, RedisConfig, SessionConfig};
-use platform_core::db::{CORE_MIGRATIONS, Database};
-use platform_core::queue::{Queue, QueueOptions};
-use platform_core::redis::Redis;
-use platform_core::telemetry::Metrics;
+use platform_core::db::CORE_MIGRATIONS;
 use platform_git::GIT_MIGRATIONS;
-use platform_test_support::{fresh_database, service_env, unique_name};
+pub(crate) use platform_test_support::Backing;
 
 /// The password of every user the suites create.
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
-/// A fresh database migrated for platform-git, the accounts (sessions on the shared Redis), and
-/// a queue.
-pub(crate) struct Backing {
-    pub(crate) database: Database,
-    pub(crate) accounts: Accounts,
-    pub(crate) queue: Queue,
-}
-
-/// Prepares a [`Backing`] whose queue lives on `queue_redis_url` (the shared Redis when `None`).
+/// Prepares a [`Backing`] migrated for platform-git, whose queue lives on `queue_redis_url` (the
+/// shared Redis when `None`).
 pub(crate) async fn backing(queue_redis_url: Option<String>) -> anyhow::Result<Backing> {
-    let shared_redis = service_env("PLATFORM_TEST_REDIS_URL");
-    let vars = HashMap::from([
-        ("APP_DATABASE_URL".to_owned(), fresh_database().await?),
-        ("APP_REDIS_URL".to_owned(), shared_redis),
-        ("APP_SESSION_SECRET".to_owned(), "a-session-secret-for-the-platform-git-tests".to_owned()),
-        ("QUEUE_REDIS_URL".to_owned(), queue_redis_url.unwrap_or_default()),
-    ]);
-    let mut env = EnvReader::new(&vars);
-    let read = (
-        DatabaseConfig::read(&mut env),
-        RedisConfig::read(&mut env),
-        SessionConfig::read(&mut env),
-    );
-    let (database, redis, session) = env.finish(read)?;
-    let queue_redis = match vars.get("QUEUE_REDIS_URL").filter(|url| !url.is_empty()) {
-        Some(url) => {
-            let vars = HashMap::from([("APP_REDIS_URL".to_owned(), url.clone())]);
-            let mut env = EnvReader::new(&vars);
-            let read = (RedisConfig::read(&mut env), Some(()));
-            env.finish(read)?.0
-        }
-        None => redis.clone(),
-    };
-    let database = Database::connect(&database);
-    database.migrate_all([CORE_MIGRATIONS, GIT_MIGRATIONS]).await?;
-    let namespace = unique_name("git");
-    let options = QueueOptions {
-        namespace: namespace.clone(),
-        publish_timeout: Duration::from_secs(2),
-        ..QueueOptions::default()
-    };
-    let queue = Queue::redis(&queue_redis, options, &Metrics::new("test"))?;
-    let accounts =
-        Accounts::new(database.clone(), Redis::connect(&redis)?, queue.clone(), &session)?
-            .with_namespace(namespace);
-    Ok(Backing { database, accounts, queue })
-}
-
-/// Creates the user `name` (address `name@example.com`, verified; password [`PASSWORD`] already
-/// hashed as `password_hash`) with a token of `scopes`; returns their id and the token.
-pub(crate) async fn user(
-    database: &Database,
-    name: &str,
-    password_hash: &str,
-    scopes: &[Scope],
-) -> anyhow::Result<(i64, String)> {
-    let mut conn = database.get().await?;
-    let user =
-        users::create(&mut conn, name, &format!("{name}@example.com"), password_hash).await?;
-    users::mark_email_verified(&mut conn, user.id).await?;
-    let (token, _) = access_tokens::create(&mut conn, user.id, "tests", scopes, None).await?;
-    Ok((user.id, token))
+    Backing::start("git", [CORE_MIGRATIONS, GIT_MIGRATIONS], queue_redis_url.as_deref()).await
 }
 
 /// One ref update of a hand-built push: old id, new id, ref.

@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use platform_core::accounts::{Scope, access_tokens, password, ssh_keys, users};
-use platform_core::config::{DatabaseConfig, EnvReader};
+use platform_core::accounts::{Scope, password, ssh_keys};
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_git::records::{self, NewRepo};
 use platform_git::store::RepoStore;
 use platform_test_support::{
-    Broker, BrokerKind, Received, ServiceProcess, free_port, fresh_database, unique_name,
-    wait_for_status, workspace_binary,
+    Broker, BrokerKind, Received, ServiceProcess, free_port, migrated_database, unique_name,
+    unverified_user, verified_user, wait_for_status, workspace_binary,
 };
 use sha2::Sha256;
 
@@ -46,12 +45,8 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     pub(crate) async fn new() -> anyhow::Result<Self> {
-        let database_url = fresh_database().await?;
-        let vars = HashMap::from([("APP_DATABASE_URL".to_owned(), database_url.clone())]);
-        let mut env = EnvReader::new(&vars);
-        let read = (DatabaseConfig::read(&mut env), Some(()));
-        let database = Database::connect(&env.finish(read)?.0);
-        database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
+        let (database_url, database) =
+            migrated_database([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
         let scratch = std::env::temp_dir().join(unique_name("git-hook"));
         std::fs::create_dir_all(scratch.join("repos"))?;
         let host_key = scratch.join("host_key");
@@ -126,20 +121,20 @@ impl Deployment {
     /// A user with a verified address (unless `verified` is false), a token with every scope,
     /// and an SSH key.
     pub(crate) async fn user(&self, name: &str, verified: bool) -> anyhow::Result<User> {
-        let mut conn = self.database.get().await?;
         let hash = password::hash("correct horse battery")?;
-        let user = users::create(&mut conn, name, &format!("{name}@example.com"), &hash).await?;
-        if verified {
-            users::mark_email_verified(&mut conn, user.id).await?;
-        }
         let scopes = [Scope::RepoRead, Scope::RepoWrite, Scope::Admin];
-        let token = access_tokens::create(&mut conn, user.id, "all", &scopes, None).await?.0;
+        let (id, token) = if verified {
+            verified_user(&self.database, name, &hash, &scopes).await?
+        } else {
+            unverified_user(&self.database, name, &hash, &scopes).await?
+        };
         let key = self.scratch.join(format!("{name}_key"));
         keygen(&key)?;
         let public = std::fs::read_to_string(key.with_extension("pub"))?;
         let parsed = ssh_keys::parse(public.trim()).map_err(anyhow::Error::msg)?;
-        ssh_keys::add(&mut conn, user.id, "laptop", &parsed).await?;
-        Ok(User { id: user.id, name: name.to_owned(), token, key })
+        let mut conn = self.database.get().await?;
+        ssh_keys::add(&mut conn, id, "laptop", &parsed).await?;
+        Ok(User { id, name: name.to_owned(), token, key })
     }
 
     /// An empty repository of `owner`, whose default branch is `main`.
