@@ -12,6 +12,7 @@ use common::{Deployment, git, poll};
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 use platform_core::config::{EnvReader, NatsConfig, RedisConfig};
+use platform_core::db::Database;
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::telemetry::Metrics;
 use platform_git::events::{PushEvent, PushEvents, RefChange};
@@ -44,6 +45,19 @@ struct DeliveryRow {
     attempts: i64,
     #[diesel(sql_type = BigInt)]
     delivered_attempts: i64,
+}
+
+/// Every delivery with its state, attempts and recorded successes.
+async fn deliveries(database: &Database) -> anyhow::Result<Vec<DeliveryRow>> {
+    let mut conn = database.get().await?;
+    Ok(diesel::sql_query(
+        "SELECT d.id::text AS id, d.state, d.attempts::bigint AS attempts, \
+         (SELECT count(*) FROM webhook_attempts a WHERE a.delivery_id = d.id AND a.delivered) \
+           AS delivered_attempts \
+         FROM webhook_deliveries d",
+    )
+    .load(&mut conn)
+    .await?)
 }
 
 /// Makes a line of `length` commits on `main` of `ada/{name}` (already created), with the real
@@ -252,15 +266,8 @@ async fn three_replicas_deliver_every_push_once_through_a_crash() -> anyhow::Res
     poll(Duration::from_secs(120), "every delivery recorded as delivered", || {
         let database = deployment.database.clone();
         async move {
-            let mut conn = database.get().await?;
-            let rows: Vec<DeliveryRow> = diesel::sql_query(
-                "SELECT id::text AS id, state, attempts::bigint AS attempts, \
-                 0::bigint AS delivered_attempts FROM webhook_deliveries \
-                 WHERE state <> 'delivered'",
-            )
-            .load(&mut conn)
-            .await?;
-            Ok(rows.is_empty().then_some(()))
+            let rows = deliveries(&database).await?;
+            Ok(rows.iter().all(|row| row.state == "delivered").then_some(()))
         }
     })
     .await?;
@@ -270,15 +277,7 @@ async fn three_replicas_deliver_every_push_once_through_a_crash() -> anyhow::Res
     let counts = accepted(&received);
     assert_eq!(counts.len(), all, "every delivery arrived");
 
-    let mut conn = deployment.database.get().await?;
-    let rows: Vec<DeliveryRow> = diesel::sql_query(
-        "SELECT d.id::text AS id, d.state, d.attempts::bigint AS attempts, \
-         (SELECT count(*) FROM webhook_attempts a WHERE a.delivery_id = d.id AND a.delivered) \
-           AS delivered_attempts \
-         FROM webhook_deliveries d",
-    )
-    .load(&mut conn)
-    .await?;
+    let rows = deliveries(&deployment.database).await?;
     assert_eq!(rows.len(), all);
     let mut repeats = 0;
     for row in &rows {
