@@ -5,7 +5,8 @@
 #   scripts/services.sh start DIR      starts all three and writes DIR/env.sh with their URLs
 #   scripts/services.sh stop DIR       stops whatever DIR/env.sh describes
 # DIR/env.sh exports PLATFORM_TEST_DATABASE_URL (an admin URL: tests create their own
-# databases), PLATFORM_TEST_REDIS_URL and PLATFORM_TEST_NATS_URL.
+# databases), PLATFORM_TEST_REDIS_URL and PLATFORM_TEST_NATS_URL, and the directory of the local
+# embedding model (PLATFORM_TEST_EMBED_MODEL_DIR, fetched by install through scripts/models.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -38,6 +39,8 @@ install() {
   command -v openssl >/dev/null || missing+=(openssl)
   # The capturing SMTP server of the mail tests runs on Debian's Python.
   /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+  # The embedding model the search tests run in-process (and their embeddings test server).
+  "$here/models.sh" install
   if [ ${#missing[@]} -eq 0 ]; then return 0; fi
   echo "services.sh: installing ${missing[*]}" >&2
   local sudo=""
@@ -75,6 +78,7 @@ export PLATFORM_TEST_DATABASE_URL='postgres://postgres@127.0.0.1:$pg_port/postgr
 export PLATFORM_TEST_REDIS_URL='redis://127.0.0.1:$redis_port'
 export PLATFORM_TEST_NATS_URL='nats://127.0.0.1:$nats_port'
 export PLATFORM_TEST_NATS_MONITOR_URL='http://127.0.0.1:$nats_monitor'
+export PLATFORM_TEST_EMBED_MODEL_DIR='$("$here/models.sh" dir all-MiniLM-L6-v2)'
 ENV
   echo "services.sh: PostgreSQL on $pg_port, Redis on $redis_port, NATS on $nats_port (in $dir)" >&2
 }

@@ -1,9 +1,13 @@
 //! Semantic search over hosted code.
 //!
-//! `platform-ai` will own:
-//!
-//! - an OpenAI-compatible embedding and chat client (`APP_AI_BASIC_URL`, `APP_EMBED_MODEL_*`);
-//! - code chunking, and incremental indexing of pushed changes into Qdrant (`APP_QDRANT_URL`);
-//! - semantic search filtered by what the caller may read, and its API.
+//! - [`embed`]: embedding models behind one trait, an in-process sentence-transformers model
+//!   (candle) or an OpenAI-compatible API.
+//! - [`chunk`]: files split along their syntax (tree-sitter) into the pieces that are indexed,
+//!   and the files that are not.
+//! - [`lexical`]: code-aware terms and BM25 sparse vectors, the lexical half of hybrid search.
 //!
 //! It depends on `platform-git` (to read repositories and permissions) and `platform-core`.
+
+pub mod chunk;
+pub mod embed;
+pub mod lexical;

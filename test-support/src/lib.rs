@@ -24,11 +24,13 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 mod backing;
+mod embeddings;
 mod proxy;
 mod receiver;
 mod smtp;
 
 pub use backing::{Backing, migrated_database, unverified_user, verified_user};
+pub use embeddings::EmbeddingsServer;
 pub use proxy::TcpProxy;
 pub use receiver::{Received, Receiver};
 pub use smtp::{CaptureTls, CapturedMail, SMTP_PASSWORD, SMTP_USER, SmtpCapture};
