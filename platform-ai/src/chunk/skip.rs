@@ -51,9 +51,11 @@ impl Skip {
 
 impl fmt::Display for Skip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        write!(f, "not indexed: {}", self.name())
     }
 }
+
+impl std::error::Error for Skip {}
 
 const VENDORED_DIRECTORIES: &[&str] = &[
     "vendor",
