@@ -8,7 +8,8 @@ use std::time::Duration;
 use platform_ai::embed::EmbeddingModel;
 use platform_ai::lexical::{document_vector, query_vector};
 use platform_ai::store::{
-    ChunkFilter, ChunkPayload, ChunkPoint, EdgeStore, Ranking, StoreError, StoreQuery, VectorStore,
+    ChunkFilter, ChunkPayload, ChunkPoint, EdgeStore, QdrantStore, Ranking, StoreError, StoreQuery,
+    VectorStore,
 };
 
 fn model() -> EmbeddingModel {
@@ -203,6 +204,25 @@ async fn the_embedded_store_conforms() {
     conformance(&store).await;
 }
 
+/// Runs when a Qdrant server is named (`PLATFORM_TEST_QDRANT_URL`, its gRPC URL, and
+/// `PLATFORM_TEST_QDRANT_API_KEY` if it needs one); none can be installed on every machine.
+#[tokio::test]
+async fn the_qdrant_server_store_conforms() {
+    let Ok(url) = std::env::var("PLATFORM_TEST_QDRANT_URL") else {
+        eprintln!("not run: PLATFORM_TEST_QDRANT_URL names no Qdrant server");
+        return;
+    };
+    let url: url::Url = url.parse().expect("PLATFORM_TEST_QDRANT_URL is a URL");
+    let key = std::env::var("PLATFORM_TEST_QDRANT_API_KEY").ok().map(secrecy::SecretString::from);
+    let prefix = platform_test_support::unique_name("conformance");
+    let store = QdrantStore::connect(&url, key.as_ref(), &prefix, &model()).await.expect("connect");
+    conformance(&store).await;
+    // A second connection (another replica) sees the same collection.
+    let again = QdrantStore::connect(&url, key.as_ref(), &prefix, &model()).await.expect("connect");
+    assert_eq!(again.count(&ChunkFilter::default()).await.expect("count"), 2);
+    store.drop_collection().await.expect("drop");
+}
+
 #[tokio::test]
 async fn the_embedded_store_keeps_its_chunks_across_reopening() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -279,4 +299,18 @@ async fn a_second_owner_of_the_embedded_store_is_refused() {
     holder.wait().expect("wait");
     let store = EdgeStore::open(root.path(), &model()).expect("open after the other process left");
     assert_eq!(store.count(&ChunkFilter::default()).await.expect("count"), 6);
+}
+
+#[tokio::test]
+async fn an_unreachable_qdrant_server_is_named_without_its_key() {
+    // Port 9 (discard) has no listener on loopback here.
+    let url: url::Url = "http://127.0.0.1:9".parse().expect("url");
+    let key = secrecy::SecretString::from("qdrant-secret-key-0123");
+    let err = QdrantStore::connect(&url, Some(&key), "unreachable", &model())
+        .await
+        .expect_err("nothing listens there");
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{message}");
+    assert!(message.contains("http://127.0.0.1:9"), "{message}");
+    assert!(!message.contains("qdrant-secret-key"), "{message}");
 }

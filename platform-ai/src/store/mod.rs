@@ -2,6 +2,8 @@
 //!
 //! - [`EdgeStore`]: Qdrant's engine in this process (`qdrant-edge`), persisted in a directory.
 //!   One process owns a directory; a second one opening it gets [`StoreError::Locked`].
+//! - [`QdrantStore`]: a Qdrant server over gRPC (`qdrant-client`), shared by any number of
+//!   processes.
 //!
 //! Both hold, per chunk, a dense vector (the embedding), a sparse vector (BM25 terms, weighted
 //! by IDF at query time) and a [`ChunkPayload`]; both fuse dense and sparse results by
@@ -9,6 +11,7 @@
 //! behaviour every store must have.
 
 mod edge;
+mod qdrant;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,6 +23,7 @@ use crate::embed::EmbeddingModel;
 use crate::lexical::SparseVector;
 
 pub use edge::EdgeStore;
+pub use qdrant::QdrantStore;
 
 /// What is stored with each chunk, and returned with each hit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
