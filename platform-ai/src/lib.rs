@@ -63,10 +63,13 @@
 //!   that are not indexed, with the reason.
 //! - [`lexical`]: code-aware terms (identifiers whole and split at camelCase and snake_case) and
 //!   their BM25 weights as sparse vectors.
+//! - [`index`]: a repository's commit brought into the store: only what changed is read, only
+//!   content never embedded before is embedded, renames move chunks, a reconcile fixes the rest.
 //! - [`store`]: chunks with their dense and sparse vectors, searched by either or both fused by
 //!   reciprocal rank; embedded (`qdrant-edge`, one owning process) for one machine.
 
 pub mod chunk;
 pub mod embed;
+pub mod index;
 pub mod lexical;
 pub mod store;

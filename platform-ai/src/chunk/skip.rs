@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Why a file has no chunks. Counted per reason in a repository's index status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Skip {
     /// Not UTF-8 text, or a NUL byte near the start.

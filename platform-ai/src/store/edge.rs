@@ -432,6 +432,42 @@ impl VectorStore for EdgeStore {
         .await
     }
 
+    async fn indexed_files(&self, repo_id: i64) -> Result<HashMap<String, String>, StoreError> {
+        let filter = to_filter(&ChunkFilter::repo(repo_id));
+        self.run("list", move |inner| {
+            let mut files = HashMap::new();
+            let mut offset = None;
+            loop {
+                let request = ScrollRequest {
+                    offset,
+                    limit: Some(1024),
+                    filter: filter.clone(),
+                    with_payload: Some(WithPayloadInterface::Fields(vec![
+                        json_path("path"),
+                        json_path("blob"),
+                    ])),
+                    with_vector: WithVector::Bool(false),
+                    order_by: None,
+                };
+                let (records, next) =
+                    inner.shard.scroll(request).map_err(|err| inner.unavailable("list", err))?;
+                for record in records {
+                    let Some(payload) = record.payload else { continue };
+                    let text =
+                        |key: &str| payload.0.get(key).and_then(Value::as_str).map(str::to_owned);
+                    if let (Some(path), Some(blob)) = (text("path"), text("blob")) {
+                        files.insert(path, blob);
+                    }
+                }
+                match next {
+                    Some(next) => offset = Some(next),
+                    None => return Ok(files),
+                }
+            }
+        })
+        .await
+    }
+
     async fn vectors_for(&self, keys: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError> {
         if keys.is_empty() {
             return Ok(HashMap::new());

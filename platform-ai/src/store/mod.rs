@@ -162,6 +162,10 @@ pub trait VectorStore: Send + Sync + fmt::Debug {
     /// How many chunks the filter matches.
     async fn count(&self, filter: &ChunkFilter) -> Result<u64, StoreError>;
 
+    /// The files of a repository that have chunks, with the blob they came from (path → hex
+    /// blob id): what a reconciling index compares the tree against.
+    async fn indexed_files(&self, repo_id: i64) -> Result<HashMap<String, String>, StoreError>;
+
     /// Dense vectors already stored for these content keys (any repository), so the same
     /// content is never embedded twice.
     async fn vectors_for(&self, keys: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError>;

@@ -325,6 +325,35 @@ impl VectorStore for QdrantStore {
         Ok(response.result.map_or(0, |result| result.count))
     }
 
+    async fn indexed_files(&self, repo_id: i64) -> Result<HashMap<String, String>, StoreError> {
+        let mut files = HashMap::new();
+        let filter = to_filter(&ChunkFilter::repo(repo_id)).unwrap_or_default();
+        let mut offset = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(&self.collection)
+                .filter(filter.clone())
+                .limit(1024)
+                .with_payload(true)
+                .with_vectors(false);
+            if let Some(offset) = offset.take() {
+                request = request.offset(offset);
+            }
+            let response =
+                self.client.scroll(request).await.map_err(|err| self.unavailable("list", err))?;
+            for point in response.result {
+                let text =
+                    |key: &str| point.payload.get(key).and_then(|value| value.as_str().cloned());
+                if let (Some(path), Some(blob)) = (text("path"), text("blob")) {
+                    files.insert(path, blob);
+                }
+            }
+            match response.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(files),
+            }
+        }
+    }
+
     async fn vectors_for(&self, keys: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError> {
         let mut found = HashMap::new();
         if keys.is_empty() {
