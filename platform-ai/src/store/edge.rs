@@ -29,8 +29,9 @@ pub(super) const SPARSE: &str = "sparse";
 const LOCK_FILE: &str = "platform.lock";
 const MODEL_FILE: &str = "model.json";
 
-/// The embedded store: a `qdrant-edge` shard under `root/<collection>`, where the collection's
-/// name comes from the model ([`collection_name`]), so another model gets a fresh index.
+/// The embedded store: two `qdrant-edge` shards under `root/<collection>` (`chunks`, and
+/// `vectors`: every vector by content key, kept when chunks go), where the collection's name
+/// comes from the model ([`collection_name`]), so another model gets a fresh index.
 ///
 /// The directory is locked (`flock`) for as long as the store is open: a second opening, by this
 /// or another process, fails with [`StoreError::Locked`] instead of corrupting it. The engine's
@@ -42,6 +43,9 @@ pub struct EdgeStore {
 
 struct Inner {
     shard: EdgeShard,
+    /// Every vector ever stored, by content key: outlives the chunks, so content that comes
+    /// back (a file restored, a revert) is not embedded again.
+    vectors: EdgeShard,
     dir: PathBuf,
     model: EmbeddingModel,
     /// Writes and flushes one at a time (the engine's flush must not meet a write).
@@ -68,10 +72,27 @@ impl EdgeStore {
         std::fs::create_dir_all(&dir).map_err(|err| open_error(err.to_string()))?;
         let lock = lock(&dir)?;
         check_model(&dir, model)?;
-        let existing = dir.join("edge_config.json").exists();
-        let shard = if existing {
-            EdgeShard::load(&dir, None).map_err(|err| open_error(err.to_string()))?
+        let chunks_dir = dir.join("chunks");
+        let vectors_dir = dir.join("vectors");
+        let dense_only = || {
+            EdgeConfigBuilder::new()
+                .vector(
+                    DENSE,
+                    EdgeVectorParamsBuilder::new(model.dimensions, Distance::Cosine).build(),
+                )
+                .build()
+        };
+        let vectors = if vectors_dir.join("edge_config.json").exists() {
+            EdgeShard::load(&vectors_dir, None)
         } else {
+            std::fs::create_dir_all(&vectors_dir).map_err(|err| open_error(err.to_string()))?;
+            EdgeShard::new(&vectors_dir, dense_only())
+        }
+        .map_err(|err| open_error(err.to_string()))?;
+        let shard = if chunks_dir.join("edge_config.json").exists() {
+            EdgeShard::load(&chunks_dir, None).map_err(|err| open_error(err.to_string()))?
+        } else {
+            std::fs::create_dir_all(&chunks_dir).map_err(|err| open_error(err.to_string()))?;
             let config = EdgeConfigBuilder::new()
                 .vector(
                     DENSE,
@@ -82,7 +103,8 @@ impl EdgeStore {
                     EdgeSparseVectorParamsBuilder::new().modifier(Modifier::Idf).build(),
                 )
                 .build();
-            let shard = EdgeShard::new(&dir, config).map_err(|err| open_error(err.to_string()))?;
+            let shard =
+                EdgeShard::new(&chunks_dir, config).map_err(|err| open_error(err.to_string()))?;
             for (field, kind) in [
                 ("repo_id", PayloadSchemaType::Integer),
                 ("path", PayloadSchemaType::Keyword),
@@ -108,6 +130,7 @@ impl EdgeStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 shard,
+                vectors,
                 dir,
                 model: model.clone(),
                 writing: Mutex::new(()),
@@ -126,6 +149,8 @@ impl EdgeStore {
         let _writing = self.inner.writing.lock().unwrap_or_else(PoisonError::into_inner);
         self.inner.shard.optimize().map_err(|err| self.inner.unavailable("optimize", err))?;
         self.inner.shard.flush();
+        self.inner.vectors.optimize().map_err(|err| self.inner.unavailable("optimize", err))?;
+        self.inner.vectors.flush();
         Ok(())
     }
 
@@ -154,6 +179,13 @@ impl Inner {
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         self.shard.update(update).map_err(|err| self.unavailable(operation, err))?;
         self.shard.flush();
+        Ok(())
+    }
+
+    fn remember(&self, update: UpdateOperation) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        self.vectors.update(update).map_err(|err| self.unavailable("upsert", err))?;
+        self.vectors.flush();
         Ok(())
     }
 }
@@ -209,6 +241,15 @@ pub(super) fn directories(path: &str) -> Vec<String> {
 
 fn payload_of(map: serde_json::Map<String, Value>) -> Option<ChunkPayload> {
     serde_json::from_value(Value::Object(map)).ok()
+}
+
+/// The id of a content key's vector: the first 16 bytes of its SHA-256, the same in every store.
+pub(super) fn content_id(key: &str) -> uuid::Uuid {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::from_bytes(bytes)
 }
 
 fn point_uuid(id: &PointId) -> uuid::Uuid {
@@ -292,6 +333,7 @@ impl VectorStore for EdgeStore {
         }
         let dimensions = self.inner.model.dimensions;
         let mut persisted = Vec::with_capacity(points.len());
+        let mut remembered: HashMap<uuid::Uuid, qdrant_edge::PointStructPersisted> = HashMap::new();
         for point in points {
             if point.dense.len() != dimensions {
                 return Err(StoreError::Dimensions {
@@ -301,6 +343,20 @@ impl VectorStore for EdgeStore {
             }
             let sparse = qdrant_edge::SparseVector::new(point.sparse.indices, point.sparse.values)
                 .map_err(|err| self.inner.unavailable("upsert", err))?;
+            let key_id = content_id(&point.payload.content_key);
+            remembered.entry(key_id).or_insert_with(|| qdrant_edge::PointStructPersisted {
+                id: PointId::Uuid(key_id),
+                vector: VectorStructInternal::Named(HashMap::from([(
+                    DENSE.to_owned(),
+                    VectorInternal::Dense(point.dense.clone()),
+                )]))
+                .into(),
+                payload: Some(Payload(
+                    [("content_key".to_owned(), json!(point.payload.content_key))]
+                        .into_iter()
+                        .collect(),
+                )),
+            });
             let vectors = VectorStructInternal::Named(HashMap::from([
                 (DENSE.to_owned(), VectorInternal::Dense(point.dense)),
                 (SPARSE.to_owned(), VectorInternal::Sparse(sparse)),
@@ -311,7 +367,11 @@ impl VectorStore for EdgeStore {
                 payload: Some(Payload(stored_payload(&point.payload))),
             });
         }
+        let remembered: Vec<_> = remembered.into_values().collect();
         self.run("upsert", move |inner| {
+            inner.remember(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(remembered),
+            )))?;
             inner.write(
                 "upsert",
                 UpdateOperation::PointOperation(PointOperations::UpsertPoints(
@@ -472,48 +532,33 @@ impl VectorStore for EdgeStore {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let wanted = keys.len();
-        let filter = Filter {
-            must: Some(vec![field("content_key", Match::from(keys.to_vec()))]),
-            ..Filter::default()
-        };
+        let ids: Vec<PointId> = keys.iter().map(|key| PointId::Uuid(content_id(key))).collect();
         self.run("lookup", move |inner| {
+            let records = inner
+                .vectors
+                .retrieve(
+                    &ids,
+                    Some(WithPayloadInterface::Bool(true)),
+                    Some(WithVector::Selector(vec![DENSE.to_owned()])),
+                )
+                .map_err(|err| inner.unavailable("lookup", err))?;
             let mut found = HashMap::new();
-            let mut offset = None;
-            // Several chunks can share a key; pages go on until every key is found or none is left.
-            loop {
-                let request = ScrollRequest {
-                    offset,
-                    limit: Some(256),
-                    filter: Some(filter.clone()),
-                    with_payload: Some(WithPayloadInterface::Fields(vec![json_path(
-                        "content_key",
-                    )])),
-                    with_vector: WithVector::Selector(vec![DENSE.to_owned()]),
-                    order_by: None,
+            for record in records {
+                let key = record
+                    .payload
+                    .as_ref()
+                    .and_then(|payload| payload.0.get("content_key"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let vector = match record.vector {
+                    Some(VectorStructInternal::Named(mut named)) => named.remove(DENSE),
+                    _ => None,
                 };
-                let (records, next) =
-                    inner.shard.scroll(request).map_err(|err| inner.unavailable("lookup", err))?;
-                for record in records {
-                    let key = record
-                        .payload
-                        .as_ref()
-                        .and_then(|payload| payload.0.get("content_key"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned);
-                    let vector = match record.vector {
-                        Some(VectorStructInternal::Named(mut named)) => named.remove(DENSE),
-                        _ => None,
-                    };
-                    if let (Some(key), Some(VectorInternal::Dense(vector))) = (key, vector) {
-                        found.entry(key).or_insert(vector);
-                    }
+                if let (Some(key), Some(VectorInternal::Dense(vector))) = (key, vector) {
+                    found.insert(key, vector);
                 }
-                if found.len() >= wanted || next.is_none() {
-                    return Ok(found);
-                }
-                offset = next;
             }
+            Ok(found)
         })
         .await
     }

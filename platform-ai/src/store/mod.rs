@@ -166,8 +166,8 @@ pub trait VectorStore: Send + Sync + fmt::Debug {
     /// blob id): what a reconciling index compares the tree against.
     async fn indexed_files(&self, repo_id: i64) -> Result<HashMap<String, String>, StoreError>;
 
-    /// Dense vectors already stored for these content keys (any repository), so the same
-    /// content is never embedded twice.
+    /// Dense vectors already stored for these content keys, so the same content is never
+    /// embedded twice: from any repository, and still after the chunks that had them are gone.
     async fn vectors_for(&self, keys: &[String]) -> Result<HashMap<String, Vec<f32>>, StoreError>;
 }
 

@@ -5,17 +5,18 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    DeletePointsBuilder, Distance, FieldType, Filter, Fusion, Modifier, NamedVectors, PointStruct,
-    PrefetchQueryBuilder, Query, QueryPointsBuilder, ScrollPointsBuilder, SetPayloadPointsBuilder,
-    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector,
-    VectorInput, VectorParamsBuilder, VectorsConfigBuilder, point_id, vectors_output,
+    DeletePointsBuilder, Distance, FieldType, Filter, Fusion, GetPointsBuilder, Modifier,
+    NamedVectors, PointStruct, PrefetchQueryBuilder, Query, QueryPointsBuilder,
+    ScrollPointsBuilder, SetPayloadPointsBuilder, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder, point_id, vectors_output,
 };
 use qdrant_client::{Payload, Qdrant};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::edge::{DENSE, SPARSE, directories, stored_payload};
+use super::edge::{DENSE, SPARSE, content_id, directories, stored_payload};
 use super::{
     ChunkFilter, ChunkPayload, ChunkPoint, Hit, Ranking, StoreError, StoreQuery, VectorStore,
     collection_name,
@@ -29,6 +30,8 @@ use crate::embed::EmbeddingModel;
 pub struct QdrantStore {
     client: std::sync::Arc<Qdrant>,
     collection: String,
+    /// Every vector ever stored, by content key (`<collection>_vectors`): outlives the chunks.
+    vectors: String,
     location: String,
     model: EmbeddingModel,
 }
@@ -110,7 +113,31 @@ impl QdrantStore {
                     .map_err(|err| open_error(err.to_string()))?;
             }
         }
-        Ok(Self { client: std::sync::Arc::new(client), collection, location, model: model.clone() })
+        let vectors = format!("{collection}_vectors");
+        let exists =
+            client.collection_exists(&vectors).await.map_err(|err| open_error(err.to_string()))?;
+        if !exists {
+            let mut config = VectorsConfigBuilder::default();
+            config.add_named_vector_params(
+                DENSE,
+                VectorParamsBuilder::new(model.dimensions as u64, Distance::Cosine),
+            );
+            let created = client
+                .create_collection(CreateCollectionBuilder::new(&vectors).vectors_config(config))
+                .await;
+            if let Err(err) = created
+                && !client.collection_exists(&vectors).await.unwrap_or(false)
+            {
+                return Err(open_error(err.to_string()));
+            }
+        }
+        Ok(Self {
+            client: std::sync::Arc::new(client),
+            collection,
+            vectors,
+            location,
+            model: model.clone(),
+        })
     }
 
     /// The collection's name.
@@ -121,10 +148,12 @@ impl QdrantStore {
     /// Deletes the collection and everything in it (after a change of model has been rebuilt
     /// elsewhere, or when a test is done).
     pub async fn drop_collection(&self) -> Result<(), StoreError> {
-        self.client
-            .delete_collection(&self.collection)
-            .await
-            .map_err(|err| self.unavailable("drop", err))?;
+        for collection in [&self.collection, &self.vectors] {
+            self.client
+                .delete_collection(collection)
+                .await
+                .map_err(|err| self.unavailable("drop", err))?;
+        }
         Ok(())
     }
 
@@ -193,6 +222,7 @@ impl VectorStore for QdrantStore {
             return Ok(());
         }
         let mut structs = Vec::with_capacity(points.len());
+        let mut remembered: HashMap<uuid::Uuid, PointStruct> = HashMap::new();
         for point in points {
             if point.dense.len() != self.model.dimensions {
                 return Err(StoreError::Dimensions {
@@ -200,12 +230,25 @@ impl VectorStore for QdrantStore {
                     actual: point.dense.len(),
                 });
             }
+            let key_id = content_id(&point.payload.content_key);
+            if let std::collections::hash_map::Entry::Vacant(entry) = remembered.entry(key_id) {
+                let payload = Payload::try_from(json!({"content_key": point.payload.content_key}))
+                    .map_err(|err| self.unavailable("upsert", err))?;
+                let vector = NamedVectors::default()
+                    .add_vector(DENSE, Vector::new_dense(point.dense.clone()));
+                entry.insert(PointStruct::new(key_id.to_string(), vector, payload));
+            }
             let vectors = NamedVectors::default()
                 .add_vector(DENSE, Vector::new_dense(point.dense))
                 .add_vector(SPARSE, Vector::new_sparse(point.sparse.indices, point.sparse.values));
             let payload = Payload::from(stored_payload(&point.payload));
             structs.push(PointStruct::new(point.id.to_string(), vectors, payload));
         }
+        let remembered: Vec<PointStruct> = remembered.into_values().collect();
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(&self.vectors, remembered).wait(true))
+            .await
+            .map_err(|err| self.unavailable("upsert", err))?;
         self.client
             .upsert_points(UpsertPointsBuilder::new(&self.collection, structs).wait(true))
             .await
@@ -359,45 +402,34 @@ impl VectorStore for QdrantStore {
         if keys.is_empty() {
             return Ok(found);
         }
-        let filter = Filter::must([Condition::matches("content_key", keys.to_vec())]);
-        let mut offset = None;
-        loop {
-            let mut request = ScrollPointsBuilder::new(&self.collection)
-                .filter(filter.clone())
-                .limit(256)
-                .with_payload(true)
-                .with_vectors(true);
-            if let Some(offset) = offset.take() {
-                request = request.offset(offset);
-            }
-            let response =
-                self.client.scroll(request).await.map_err(|err| self.unavailable("lookup", err))?;
-            for point in response.result {
-                let key =
-                    point.payload.get("content_key").and_then(|value| value.as_str().cloned());
-                let vector = point
-                    .vectors
-                    .and_then(|vectors| vectors.vectors_options)
-                    .and_then(|options| match options {
-                        vectors_output::VectorsOptions::Vectors(named) => {
-                            named.vectors.get(DENSE).cloned()
-                        }
-                        vectors_output::VectorsOptions::Vector(_) => None,
-                    })
-                    .and_then(|vector| match vector.into_vector() {
-                        qdrant_client::qdrant::vector_output::Vector::Dense(dense) => {
-                            Some(dense.data)
-                        }
-                        _ => None,
-                    });
-                if let (Some(key), Some(vector)) = (key, vector) {
-                    found.entry(key).or_insert(vector);
-                }
-            }
-            match response.next_page_offset {
-                Some(next) if found.len() < keys.len() => offset = Some(next),
-                _ => return Ok(found),
+        let ids: Vec<qdrant_client::qdrant::PointId> =
+            keys.iter().map(|key| content_id(key).to_string().into()).collect();
+        let response = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(&self.vectors, ids).with_payload(true).with_vectors(true),
+            )
+            .await
+            .map_err(|err| self.unavailable("lookup", err))?;
+        for point in response.result {
+            let key = point.payload.get("content_key").and_then(|value| value.as_str().cloned());
+            let vector = point
+                .vectors
+                .and_then(|vectors| vectors.vectors_options)
+                .and_then(|options| match options {
+                    vectors_output::VectorsOptions::Vectors(named) => {
+                        named.vectors.get(DENSE).cloned()
+                    }
+                    vectors_output::VectorsOptions::Vector(_) => None,
+                })
+                .and_then(|vector| match vector.into_vector() {
+                    qdrant_client::qdrant::vector_output::Vector::Dense(dense) => Some(dense.data),
+                    _ => None,
+                });
+            if let (Some(key), Some(vector)) = (key, vector) {
+                found.insert(key, vector);
             }
         }
+        Ok(found)
     }
 }
