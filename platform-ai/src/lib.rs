@@ -65,6 +65,7 @@
 //!   their BM25 weights as sparse vectors.
 //! - [`index`]: a repository's commit brought into the store: only what changed is read, only
 //!   content never embedded before is embedded, renames move chunks, a reconcile fixes the rest.
+//! - [`search`]: a query's embedding and terms ranked by the store.
 //! - [`store`]: chunks with their dense and sparse vectors, searched by either or both fused by
 //!   reciprocal rank; embedded (`qdrant-edge`, one owning process) for one machine.
 
@@ -72,4 +73,5 @@ pub mod chunk;
 pub mod embed;
 pub mod index;
 pub mod lexical;
+pub mod search;
 pub mod store;
