@@ -313,14 +313,6 @@ fn sparse_query(vector: &SparseVector) -> Result<ScoringQuery, StoreError> {
     ))))
 }
 
-fn missing(what: &str) -> StoreError {
-    StoreError::Unavailable {
-        location: "query".to_owned(),
-        operation: "search",
-        reason: format!("the {what} vector of the query is missing"),
-    }
-}
-
 #[async_trait]
 impl VectorStore for EdgeStore {
     fn model(&self) -> &EmbeddingModel {
@@ -429,15 +421,23 @@ impl VectorStore for EdgeStore {
         let filter = to_filter(&query.filter);
         let candidates = query.candidates.max(query.limit);
         let (prefetches, scoring) = match query.ranking {
-            Ranking::Dense => {
-                (Vec::new(), dense_query(query.dense.as_deref().ok_or_else(|| missing("dense"))?))
-            }
-            Ranking::Lexical => {
-                (Vec::new(), sparse_query(query.sparse.as_ref().ok_or_else(|| missing("sparse"))?)?)
-            }
+            Ranking::Dense => (
+                Vec::new(),
+                dense_query(query.dense.as_deref().ok_or_else(|| super::missing_vector("dense"))?),
+            ),
+            Ranking::Lexical => (
+                Vec::new(),
+                sparse_query(
+                    query.sparse.as_ref().ok_or_else(|| super::missing_vector("sparse"))?,
+                )?,
+            ),
             Ranking::Hybrid => {
-                let dense = dense_query(query.dense.as_deref().ok_or_else(|| missing("dense"))?);
-                let sparse = sparse_query(query.sparse.as_ref().ok_or_else(|| missing("sparse"))?)?;
+                let dense = dense_query(
+                    query.dense.as_deref().ok_or_else(|| super::missing_vector("dense"))?,
+                );
+                let sparse = sparse_query(
+                    query.sparse.as_ref().ok_or_else(|| super::missing_vector("sparse"))?,
+                )?;
                 let prefetch = |scoring| Prefetch {
                     prefetches: Vec::new(),
                     query: Some(scoring),

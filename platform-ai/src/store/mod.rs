@@ -221,6 +221,15 @@ pub enum StoreError {
     },
 }
 
+/// A query without the vector its ranking needs: a caller's mistake, said as such.
+pub(crate) fn missing_vector(what: &str) -> StoreError {
+    StoreError::Unavailable {
+        location: "query".to_owned(),
+        operation: "search",
+        reason: format!("the {what} vector of the query is missing"),
+    }
+}
+
 /// The name of a collection (or a directory) for a model: its name made safe, and its length,
 /// so a change of model never mixes vectors.
 pub fn collection_name(prefix: &str, model: &EmbeddingModel) -> String {

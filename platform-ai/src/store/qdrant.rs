@@ -203,14 +203,6 @@ fn point_uuid(id: Option<qdrant_client::qdrant::PointId>) -> Option<uuid::Uuid> 
     }
 }
 
-fn missing(what: &str) -> StoreError {
-    StoreError::Unavailable {
-        location: "query".to_owned(),
-        operation: "search",
-        reason: format!("the {what} vector of the query is missing"),
-    }
-}
-
 #[async_trait]
 impl VectorStore for QdrantStore {
     fn model(&self) -> &EmbeddingModel {
@@ -304,7 +296,7 @@ impl VectorStore for QdrantStore {
                 .dense
                 .as_ref()
                 .map(|dense| VectorInput::new_dense(dense.clone()))
-                .ok_or_else(|| missing("dense"))
+                .ok_or_else(|| super::missing_vector("dense"))
         };
         let sparse = || {
             query
@@ -313,7 +305,7 @@ impl VectorStore for QdrantStore {
                 .map(|sparse| {
                     VectorInput::new_sparse(sparse.indices.clone(), sparse.values.clone())
                 })
-                .ok_or_else(|| missing("sparse"))
+                .ok_or_else(|| super::missing_vector("sparse"))
         };
         let mut request =
             QueryPointsBuilder::new(&self.collection).limit(query.limit as u64).with_payload(true);
