@@ -49,12 +49,7 @@ step "platform-git in each documented feature set"
 scripts/features.sh
 
 step "cargo package (each library crate builds from its published form)"
-# Cargo unpacks the packages it verifies under its registry cache, keyed by this checkout's path,
-# and reuses an unpacked copy of the same name and version: drop those of our own crates, so a
-# second run in the same place verifies today's sources rather than the last run's.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/platform-{core,storage,git,mail,ai}-0.1.0
-cargo package --locked --allow-dirty --quiet \
-  -p platform-core -p platform-storage -p platform-git -p platform-mail -p platform-ai
+scripts/package.sh
 
 step "doc tests"
 cargo test --workspace --locked --doc 2>&1 | tee "$work/doc-tests.log"
