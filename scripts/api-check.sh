@@ -58,6 +58,7 @@ APP_DOMAIN_URL=$base \
 APP_SESSION_SECRET=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(48)).decode())') \
 APP_REPOS_ROOT=$work/repos APP_AVATAR_PATH=$work/avatars STORAGE_PATH=$work/files \
 APP_AI_BASIC_URL=http://127.0.0.1:9/v1 APP_AI_API_KEY=unused \
+APP_EMBED_MODEL_PATH=$("$root/scripts/models.sh" dir all-MiniLM-L6-v2) APP_CODE_INDEX_PATH=$work/code-index \
   "${isolate[@]}" "$root/target/debug/app" >"$work/app.log" 2>&1 &
 app_pid=$!
 for _ in $(seq 1 150); do

@@ -27,7 +27,9 @@ metadata=$(cargo metadata --no-deps --format-version 1 --locked)
 members=() patches=()
 for crate in "${crates[@]}"; do
   version=$(python3 -c 'import json, sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == sys.argv[1]))' "$crate" <<<"$metadata")
-  tar -xzf "target/package/$crate-$version.crate" -C "$unpacked"
+  # Unpacked with the time of now (-m): cargo tells fresh from stale by modification times, and
+  # the packages keep their files' own, which can be older than the last check of this place.
+  tar -xzmf "target/package/$crate-$version.crate" -C "$unpacked"
   members+=("\"$crate-$version\"")
   # The packaged manifests name each other by version, as crates.io would serve them.
   patches+=("$crate = { path = \"$crate-$version\" }")

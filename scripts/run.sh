@@ -8,7 +8,8 @@
 #
 # State (databases, repositories, secrets, logs) lives in $PLATFORM_RUN_DIR (default .run/).
 # Variables already set in the environment win over the generated ones, so
-# APP_AI_BASIC_URL=... APP_AI_API_KEY=... scripts/run.sh points search at a real API.
+# APP_AI_BASIC_URL=... APP_AI_API_KEY=... scripts/run.sh points the AI features at a real API;
+# code search embeds with the local MiniLM model unless APP_EMBED_MODEL_NAME/_BASE_URL are set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -78,6 +79,12 @@ export NATS_URL=${NATS_URL:-$PLATFORM_TEST_NATS_URL}
 # An OpenAI-compatible API on this machine (Ollama's default address) unless told otherwise.
 export APP_AI_BASIC_URL=${APP_AI_BASIC_URL:-http://127.0.0.1:11434/v1}
 export APP_AI_API_KEY=${APP_AI_API_KEY:-local}
+# Code search with nothing configured: the MiniLM model in-process (installed by
+# scripts/models.sh) and the embedded vector store, owned by app, so no Qdrant and no API.
+if [ -z "${APP_EMBED_MODEL_NAME:-}${APP_EMBED_MODEL_BASE_URL:-}" ]; then
+  export APP_EMBED_MODEL_PATH=${APP_EMBED_MODEL_PATH:-$(scripts/models.sh dir all-MiniLM-L6-v2)}
+fi
+export APP_CODE_INDEX_PATH=${APP_CODE_INDEX_PATH:-$run_dir/data/code-index}
 if [ -z "${APP_SMTP_HOST:-}" ]; then
   # No relay given: mail goes to a local server that keeps each message as JSON in .run/mail.
   smtp_port=2525

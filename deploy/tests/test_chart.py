@@ -180,6 +180,19 @@ class Configuration(unittest.TestCase):
         _, main = container(render("configMapName=your-cm-name"), "gitserver")
         self.assertEqual(main["envFrom"][0]["configMapRef"]["name"], "your-cm-name")
 
+    def test_an_embedded_vector_store_is_allowed_only_for_a_single_app(self):
+        def allowed(*sets):
+            _, main = container(render(*sets), "app")
+            return {e["name"]: e.get("value") for e in main["env"]}["APP_EMBEDDED_STORE_ALLOWED"]
+
+        self.assertEqual(allowed(), "false")
+        self.assertEqual(allowed("services.app.replicas=1"), "false")  # the HPA may add more
+        self.assertEqual(
+            allowed("services.app.replicas=1", "services.app.autoscaling.enabled=false"), "true"
+        )
+        _, main = container(render(), "git_hook")
+        self.assertNotIn("APP_EMBEDDED_STORE_ALLOWED", {e["name"] for e in main["env"]})
+
     def test_optional_dependencies_pass_through(self):
         objects = render(
             "env.NATS_URL=nats://nats:4222",

@@ -74,4 +74,5 @@ pub mod embed;
 pub mod index;
 pub mod lexical;
 pub mod search;
+pub mod service;
 pub mod store;

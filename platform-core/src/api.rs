@@ -90,6 +90,13 @@ pub enum ApiError {
         /// When a new attempt may succeed.
         retry_after: Duration,
     },
+    /// 503: a dependency the route needs is down; the message names it (never its address or
+    /// credentials), and everything else keeps working.
+    #[error("{message}")]
+    Unavailable {
+        /// What is unavailable.
+        message: String,
+    },
     /// 500: our fault; the cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -119,6 +126,7 @@ impl ApiError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,6 +145,7 @@ impl ApiError {
             Self::TooLarge { .. } => "too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
     }

@@ -1,6 +1,7 @@
 //! `app` (port 3000): the main API server.
 
 use anyhow::Context as _;
+use platform_ai::service::AppCodeSearch;
 use platform_core::accounts::{self, Accounts};
 use platform_core::config::AppConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
@@ -24,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
             CORE_MIGRATIONS,
             platform_git::GIT_MIGRATIONS,
             platform_storage::STORAGE_MIGRATIONS,
+            platform_ai::service::AI_MIGRATIONS,
         ])
         .await?;
     let redis = Redis::connect(&config.redis)?;
@@ -55,9 +57,11 @@ async fn main() -> anyhow::Result<()> {
         &static_url,
         limits,
     );
+    let code_search = AppCodeSearch::open(&config, accounts.clone(), queue.clone()).await?;
     let routes = accounts::api(accounts)
         .merge(platform_git::api::api(repos))
-        .merge(platform_storage::api::api(uploads));
+        .merge(platform_storage::api::api(uploads))
+        .merge(platform_ai::service::api(code_search.api.clone()));
     let shell = shell
         .with_routes(platform_core::api::documented(routes, "platform", env!("CARGO_PKG_VERSION")))
         // Uploads stream against their own limits; JSON bodies keep axum's 2 MB.
@@ -65,10 +69,18 @@ async fn main() -> anyhow::Result<()> {
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
         .with_readiness(queue.readiness_check())
-        .with_readiness(ReadinessCheck::directory("repositories", config.repos_root));
+        .with_readiness(ReadinessCheck::directory("repositories", config.repos_root))
+        .with_readiness(code_search.readiness_check());
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    // In embedded mode this process owns the store, so it indexes too.
+    let indexing = code_search.worker.map(|worker| {
+        tokio::spawn(async move { worker.run(platform_core::shutdown::signal()).await })
+    });
     shell.serve(listener, platform_core::shutdown::signal()).await?;
+    if let Some(indexing) = indexing {
+        indexing.await.context("the index worker panicked")??;
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! Any number may run; they share the work.
 
 use anyhow::Context as _;
+use platform_ai::service::{AI_MIGRATIONS, GitHookCodeSearch};
 use platform_core::config::GitHookConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
@@ -19,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = platform_core::telemetry::init("git_hook", &config.telemetry)?;
 
     let database = Database::connect(&config.database);
-    database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS]).await?;
+    database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS, AI_MIGRATIONS]).await?;
     let redis = Redis::connect(&config.redis)?;
 
     let shell = ServiceShell::new("git_hook");
@@ -36,8 +37,16 @@ async fn main() -> anyhow::Result<()> {
         client: Default::default(),
     };
     let store = RepoStore::new(&config.repos_root);
-    let worker =
-        HookWorker::new(database.clone(), queue.clone(), store, settings)?.build(shell.metrics());
+    let code_search = GitHookCodeSearch::open(&config, database.clone(), queue.clone()).await?;
+    let mut worker = HookWorker::new(database.clone(), queue.clone(), store, settings)?;
+    if let Some(reaction) = code_search.reaction {
+        worker = worker.with(reaction);
+    }
+    let worker = worker.build(shell.metrics());
+    // With a Qdrant server the pool indexes; with an embedded store `app` does.
+    let indexing = code_search.worker.map(|indexer| {
+        tokio::spawn(async move { indexer.run(platform_core::shutdown::signal()).await })
+    });
     let shell = shell
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
@@ -49,5 +58,8 @@ async fn main() -> anyhow::Result<()> {
     let working = tokio::spawn(async move { worker.run(platform_core::shutdown::signal()).await });
     shell.serve(listener, platform_core::shutdown::signal()).await?;
     working.await.context("the worker panicked")??;
+    if let Some(indexing) = indexing {
+        indexing.await.context("the index worker panicked")??;
+    }
     Ok(())
 }

@@ -287,11 +287,22 @@ impl AiConfig {
     }
 }
 
-/// The embedding model: `APP_EMBED_MODEL_NAME` (default `text-embedding-3-small`),
+/// The embedding model: `APP_EMBED_MODEL_PATH` (a local model directory, run in-process), or
+/// an OpenAI-compatible API: `APP_EMBED_MODEL_NAME` (default `text-embedding-3-small`),
 /// `APP_EMBED_MODEL_DIMENSIONS` (default 1536), and `APP_EMBED_MODEL_BASE_URL` /
 /// `APP_EMBED_MODEL_API_KEY`, which default to the AI API's.
+///
+/// Code is sent to an API only when the operator named one for embeddings
+/// (`APP_EMBED_MODEL_NAME` or `APP_EMBED_MODEL_BASE_URL`): the chat API's address alone is no
+/// consent to send every repository's code there.
 #[derive(Clone, Debug)]
 pub struct EmbeddingConfig {
+    /// `APP_EMBED_MODEL_PATH`: the directory of a local sentence-transformers model
+    /// (`config.json`, `tokenizer.json`, `model.safetensors`); when set it is used, and no code
+    /// leaves the process.
+    pub model_path: Option<PathBuf>,
+    /// Whether an embeddings API was named (`APP_EMBED_MODEL_NAME` or `_BASE_URL` set).
+    pub api_configured: bool,
     /// The model name sent to the embeddings endpoint.
     pub model: String,
     /// The length of each embedding vector.
@@ -313,11 +324,54 @@ impl EmbeddingConfig {
         let base_url =
             env.optional("APP_EMBED_MODEL_BASE_URL", url_with_schemes(&["http", "https"]));
         let api_key = env.optional("APP_EMBED_MODEL_API_KEY", |raw| Ok(SecretString::from(raw)));
+        let model_path = env.optional("APP_EMBED_MODEL_PATH", parse_absolute_path);
+        let api_configured = env.raw("APP_EMBED_MODEL_NAME").is_some()
+            || env.raw("APP_EMBED_MODEL_BASE_URL").is_some();
         // When the AI section itself is invalid its variables are already reported; a missing
         // default here is a consequence, not a second problem.
         let base_url = base_url?.or_else(|| ai.map(|ai| ai.base_url.clone()))?;
         let api_key = api_key?.or_else(|| ai.map(|ai| ai.api_key.clone()))?;
-        Some(Self { model: model?, dimensions: dimensions?, base_url, api_key })
+        Some(Self {
+            model_path: model_path?,
+            api_configured,
+            model: model?,
+            dimensions: dimensions?,
+            base_url,
+            api_key,
+        })
+    }
+}
+
+/// Code search: `APP_CODE_SEARCH_ENABLED` (default `true`; `false` switches indexing and
+/// search off for the instance), `APP_CODE_INDEX_PATH` (default `/data/code-index`), where
+/// the embedded vector store lives when `APP_QDRANT_URL` is unset, and
+/// `APP_EMBEDDED_STORE_ALLOWED` (default `true`), which the chart sets to `false` when `app`
+/// may run more than one replica, so that an embedded store is refused there.
+#[derive(Clone, Debug)]
+pub struct CodeSearchConfig {
+    /// Whether repositories are indexed and searched at all.
+    pub enabled: bool,
+    /// The embedded store's directory.
+    pub index_path: PathBuf,
+    /// Whether this deployment may use an embedded store (one process only).
+    pub embedded_allowed: bool,
+}
+
+impl CodeSearchConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let enabled = env.or_default("APP_CODE_SEARCH_ENABLED", true, parse_bool);
+        let index_path = env.or_default(
+            "APP_CODE_INDEX_PATH",
+            PathBuf::from("/data/code-index"),
+            parse_absolute_path,
+        );
+        let embedded_allowed = env.or_default("APP_EMBEDDED_STORE_ALLOWED", true, parse_bool);
+        Some(Self {
+            enabled: enabled?,
+            index_path: index_path?,
+            embedded_allowed: embedded_allowed?,
+        })
     }
 }
 

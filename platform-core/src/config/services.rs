@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use super::{GitLimitsConfig, UploadLimitsConfig, WebhookConfig};
 
 use super::{
-    AiConfig, ConfigError, DatabaseConfig, DomainConfig, EmbeddingConfig, EnvReader, HttpConfig,
-    NatsConfig, QdrantConfig, RedisConfig, Sections, SessionConfig, SmtpConfig, SshConfig,
-    StorageRoots, TelemetryConfig, process_env,
+    AiConfig, CodeSearchConfig, ConfigError, DatabaseConfig, DomainConfig, EmbeddingConfig,
+    EnvReader, HttpConfig, NatsConfig, QdrantConfig, RedisConfig, Sections, SessionConfig,
+    SmtpConfig, SshConfig, StorageRoots, TelemetryConfig, process_env,
 };
 
 /// The chart's port of each service.
@@ -74,6 +74,8 @@ pub struct AppConfig {
     pub embedding: EmbeddingConfig,
     /// Qdrant.
     pub qdrant: QdrantConfig,
+    /// Code search.
+    pub code_search: CodeSearchConfig,
     /// Outbound webhooks.
     pub webhooks: WebhookConfig,
 }
@@ -106,15 +108,23 @@ impl AppConfig {
         let ai = AiConfig::read(&mut env);
         let embedding = EmbeddingConfig::read(&mut env, ai.as_ref());
         let qdrant = QdrantConfig::read(&mut env);
+        let code_search = CodeSearchConfig::read(&mut env);
         let webhooks = WebhookConfig::read(&mut env);
         let (
             (telemetry, http, database, redis, nats, domain, session),
             (repos_root, avatar_path, storage_path, uploads),
             ai,
             embedding,
-            qdrant,
+            (qdrant, code_search),
             webhooks,
-        ) = env.finish((services.complete(), roots.complete(), ai, embedding, qdrant, webhooks))?;
+        ) = env.finish((
+            services.complete(),
+            roots.complete(),
+            ai,
+            embedding,
+            (qdrant, code_search).complete(),
+            webhooks,
+        ))?;
         Ok(Self {
             telemetry,
             http,
@@ -130,6 +140,7 @@ impl AppConfig {
             ai,
             embedding,
             qdrant,
+            code_search,
             webhooks,
         })
     }
@@ -266,6 +277,8 @@ pub struct GitHookConfig {
     pub embedding: EmbeddingConfig,
     /// Qdrant.
     pub qdrant: QdrantConfig,
+    /// Code search.
+    pub code_search: CodeSearchConfig,
     /// Outbound webhooks.
     pub webhooks: WebhookConfig,
 }
@@ -292,14 +305,21 @@ impl GitHookConfig {
         let ai = AiConfig::read(&mut env);
         let embedding = EmbeddingConfig::read(&mut env, ai.as_ref());
         let qdrant = QdrantConfig::read(&mut env);
+        let code_search = CodeSearchConfig::read(&mut env);
         let webhooks = WebhookConfig::read(&mut env);
         let (
             (telemetry, http, database, redis, nats, domain, repos_root),
             ai,
             embedding,
-            qdrant,
+            (qdrant, code_search),
             webhooks,
-        ) = env.finish((services.complete(), ai, embedding, qdrant, webhooks))?;
+        ) = env.finish((
+            services.complete(),
+            ai,
+            embedding,
+            (qdrant, code_search).complete(),
+            webhooks,
+        ))?;
         Ok(Self {
             telemetry,
             http,
@@ -311,6 +331,7 @@ impl GitHookConfig {
             ai,
             embedding,
             qdrant,
+            code_search,
             webhooks,
         })
     }

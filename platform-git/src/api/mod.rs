@@ -352,13 +352,19 @@ fn record_error(error: RecordError) -> ApiError {
     }
 }
 
-fn viewer(caller: &Caller) -> Viewer {
+/// Who `caller` is, for [`records::list`] and [`permissions::access_for`].
+pub fn viewer(caller: &Caller) -> Viewer {
     Viewer { user_id: caller.user.id, is_admin: caller.user.is_admin }
 }
 
 /// Finds `owner/name` and what `viewer` may do to it; 404 when they cannot see it, 403 when
-/// they may not do what `needed` stands for.
-async fn repository_for(
+/// they may not do what `needed` stands for. For routes of other crates about one repository
+/// (code search's index status), so they answer exactly as the repository routes do.
+///
+/// # Errors
+///
+/// [`ApiError::NotFound`], [`ApiError::Forbidden`], or a 500 when the database fails.
+pub async fn repository_for(
     conn: &mut AsyncPgConnection,
     path: &RepoPath,
     viewer: Option<Viewer>,
