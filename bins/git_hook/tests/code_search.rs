@@ -272,3 +272,188 @@ async fn search_without_a_model_answers_503_naming_the_setting() -> anyhow::Resu
     assert_eq!(repos.status().as_u16(), 200);
     Ok(())
 }
+
+/// A work tree with `files` committed on `main` and pushed to `owner/name`.
+fn push_files(
+    deployment: &Deployment,
+    gitserver: &ServiceProcess,
+    user: &User,
+    repo: &str,
+    files: &[(&str, &str)],
+) -> anyhow::Result<std::path::PathBuf> {
+    let work = deployment.scratch.join(common_name(repo));
+    for (path, text) in files {
+        let file = work.join(path);
+        std::fs::create_dir_all(file.parent().unwrap_or(&work))?;
+        std::fs::write(file, text)?;
+    }
+    git(&work, &["init", "-q", "-b", "main"])?;
+    git(&work, &["add", "."])?;
+    git(&work, &["commit", "-q", "-m", "files"])?;
+    git(&work, &["push", "-q", &deployment.http_url(gitserver, user, repo), "main"])?;
+    Ok(work)
+}
+
+fn common_name(repo: &str) -> String {
+    format!("work-{}", repo.replace('/', "-"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forks_and_default_branch_changes_are_indexed_by_the_sweep() -> anyhow::Result<()> {
+    let deployment = Deployment::new().await?;
+    let model = std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
+        anyhow::anyhow!("PLATFORM_TEST_EMBED_MODEL_DIR is unset: run scripts/services.sh")
+    })?;
+    let search_env = [
+        ("APP_EMBED_MODEL_PATH", model),
+        ("APP_CODE_INDEX_PATH", deployment.scratch.join("code-index").display().to_string()),
+        ("APP_CODE_INDEX_SWEEP_SECONDS", "1".to_owned()),
+    ];
+    let app =
+        deployment.start(&platform_test_support::workspace_binary("app"), &search_env).await?;
+    let gitserver = deployment.gitserver().await?;
+    let _git_hook = deployment.git_hook(&search_env).await?;
+    let alice = deployment.user("alice", true).await?;
+    let bob = deployment.user("bob", true).await?;
+    deployment.repo(&alice, "tools", false).await?;
+    let work =
+        push_files(&deployment, &gitserver, &alice, "alice/tools", &[("parser.py", PARSER_PY)])?;
+    wait_for_hit(&app, None, "parseConfig", "alice/tools:parser.py", true).await?;
+
+    // A fork is a new repository no push created: the sweep indexes it.
+    let forked = reqwest::Client::new()
+        .post(app.url("/api/repos/alice/tools/forks"))
+        .bearer_auth(&bob.token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    assert_eq!(forked.status().as_u16(), 201);
+    wait_for_hit(&app, None, "parseConfig", "bob/tools:parser.py", true).await?;
+
+    // Another branch becomes the default: the index follows it.
+    git(&work, &["checkout", "-q", "-b", "next"])?;
+    git(&work, &["rm", "-q", "parser.py"])?;
+    std::fs::write(work.join("session.rs"), SESSION_RS)?;
+    git(&work, &["add", "."])?;
+    git(&work, &["commit", "-q", "-m", "next"])?;
+    git(&work, &["push", "-q", &deployment.http_url(&gitserver, &alice, "alice/tools"), "next"])?;
+    // A push to another branch changes nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, body) = search(&app, None, "remove stale logins").await?;
+    assert!(!found(&body).contains(&"alice/tools:session.rs".to_owned()), "{body}");
+    let changed = patch(
+        &app,
+        &alice,
+        "/api/repos/alice/tools",
+        serde_json::json!({"default_branch": "next"}),
+    )
+    .await?;
+    assert_eq!(changed, 200);
+    wait_for_hit(&app, None, "remove stale logins", "alice/tools:session.rs", true).await?;
+    wait_for_hit(&app, None, "parseConfig", "alice/tools:parser.py", false).await?;
+    // The fork keeps its own.
+    let (_, body) = search(&app, None, "parseConfig").await?;
+    assert!(found(&body).contains(&"bob/tools:parser.py".to_owned()), "{body}");
+
+    // Switched off for the repository: its chunks go; on again: they come back.
+    assert_eq!(
+        patch(
+            &app,
+            &alice,
+            "/api/repos/alice/tools/code-index",
+            serde_json::json!({"enabled": false})
+        )
+        .await?,
+        200
+    );
+    wait_for_hit(&app, None, "remove stale logins", "alice/tools:session.rs", false).await?;
+    assert_eq!(
+        patch(
+            &app,
+            &alice,
+            "/api/repos/alice/tools/code-index",
+            serde_json::json!({"enabled": true})
+        )
+        .await?,
+        200
+    );
+    wait_for_hit(&app, None, "remove stale logins", "alice/tools:session.rs", true).await?;
+    // Only admins of the repository change it.
+    assert_eq!(
+        patch(
+            &app,
+            &bob,
+            "/api/repos/alice/tools/code-index",
+            serde_json::json!({"enabled": false})
+        )
+        .await?,
+        403
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_embeddings_api_down_search_answers_503_and_indexing_catches_up()
+-> anyhow::Result<()> {
+    let deployment = Deployment::new().await?;
+    let model = std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
+        anyhow::anyhow!("PLATFORM_TEST_EMBED_MODEL_DIR is unset: run scripts/services.sh")
+    })?;
+    let api = platform_test_support::EmbeddingsServer::start(std::path::Path::new(&model)).await?;
+    let search_env = [
+        ("APP_EMBED_MODEL_NAME", "all-MiniLM-L6-v2".to_owned()),
+        ("APP_EMBED_MODEL_DIMENSIONS", "384".to_owned()),
+        ("APP_EMBED_MODEL_BASE_URL", api.url().to_owned()),
+        ("APP_CODE_INDEX_PATH", deployment.scratch.join("code-index").display().to_string()),
+        ("APP_CODE_INDEX_SWEEP_SECONDS", "1".to_owned()),
+    ];
+    let app =
+        deployment.start(&platform_test_support::workspace_binary("app"), &search_env).await?;
+    let gitserver = deployment.gitserver().await?;
+    let _git_hook = deployment.git_hook(&search_env).await?;
+    let alice = deployment.user("alice", true).await?;
+    deployment.repo(&alice, "tools", false).await?;
+    let work =
+        push_files(&deployment, &gitserver, &alice, "alice/tools", &[("parser.py", PARSER_PY)])?;
+    wait_for_hit(&app, None, "parseConfig", "alice/tools:parser.py", true).await?;
+    assert!(api.inputs() > 0, "the API embedded nothing");
+
+    api.set_down(true);
+    // Pushes go on; the search by meaning names what is down, the lexical one still answers.
+    std::fs::write(work.join("session.rs"), SESSION_RS)?;
+    git(&work, &["add", "."])?;
+    git(&work, &["commit", "-q", "-m", "sessions"])?;
+    let head = git(&work, &["rev-parse", "HEAD"])?;
+    git(&work, &["push", "-q", &deployment.http_url(&gitserver, &alice, "alice/tools"), "main"])?;
+    let (status, body) = search(&app, None, "remove stale logins").await?;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("embedding model"), "{body}");
+    assert!(!message.contains(api.url()), "the API's address in an answer: {body}");
+    let lexical = reqwest::Client::new()
+        .get(app.url("/api/search/code"))
+        .query(&[("q", "parseConfig"), ("ranking", "lexical")])
+        .send()
+        .await?;
+    assert_eq!(lexical.status().as_u16(), 200);
+    // The index job fails and says so in the status.
+    let status_url = app.url("/api/repos/alice/tools/code-index");
+    let failed = poll(Duration::from_secs(120), "the failure in the status", || async {
+        let status: Value = reqwest::get(&status_url).await?.json().await?;
+        Ok(status["last_error"].is_string().then_some(status))
+    })
+    .await?;
+    assert_ne!(failed["indexed_commit"], head.as_str(), "{failed}");
+    assert!(failed["pending"].as_i64().unwrap_or(0) > 0, "{failed}");
+
+    // Back up: the index catches up without another push.
+    api.set_down(false);
+    let caught_up = poll(Duration::from_secs(120), "the index catching up", || async {
+        let status: Value = reqwest::get(&status_url).await?.json().await?;
+        Ok((status["indexed_commit"] == head.as_str()).then_some(status))
+    })
+    .await?;
+    assert_eq!(caught_up["last_error"], Value::Null, "{caught_up}");
+    wait_for_hit(&app, None, "remove stale logins", "alice/tools:session.rs", true).await?;
+    Ok(())
+}

@@ -127,7 +127,10 @@ impl AppCodeSearch {
                     queue.clone(),
                     platform_git::store::RepoStore::new(&config.repos_root),
                     indexer,
-                    IndexWorkerOptions::default(),
+                    IndexWorkerOptions {
+                        sweep_every: config.code_search.sweep_every,
+                        ..IndexWorkerOptions::default()
+                    },
                 ))
             }
             setup::Mode::Server | setup::Mode::Off(_) => None,
@@ -215,7 +218,10 @@ impl GitHookCodeSearch {
             queue,
             platform_git::store::RepoStore::new(&config.repos_root),
             indexer,
-            IndexWorkerOptions::default(),
+            IndexWorkerOptions {
+                sweep_every: config.code_search.sweep_every,
+                ..IndexWorkerOptions::default()
+            },
         );
         Ok(Self { reaction, worker: Some(worker) })
     }

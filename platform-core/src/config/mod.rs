@@ -355,6 +355,9 @@ pub struct CodeSearchConfig {
     pub index_path: PathBuf,
     /// Whether this deployment may use an embedded store (one process only).
     pub embedded_allowed: bool,
+    /// `APP_CODE_INDEX_SWEEP_SECONDS` (default 30): how often the index worker looks for
+    /// indexes behind their repositories (forks, default-branch changes, lost jobs).
+    pub sweep_every: std::time::Duration,
 }
 
 impl CodeSearchConfig {
@@ -367,16 +370,19 @@ impl CodeSearchConfig {
             parse_absolute_path,
         );
         let embedded_allowed = env.or_default("APP_EMBEDDED_STORE_ALLOWED", true, parse_bool);
+        let sweep_seconds: Option<u32> =
+            env.or_default("APP_CODE_INDEX_SWEEP_SECONDS", 30, parse_positive);
         Some(Self {
             enabled: enabled?,
             index_path: index_path?,
             embedded_allowed: embedded_allowed?,
+            sweep_every: std::time::Duration::from_secs(u64::from(sweep_seconds?)),
         })
     }
 }
 
 /// The Qdrant vector database: `APP_QDRANT_URL` and `APP_QDRANT_API_KEY`, both optional;
-/// semantic search is off when the URL is unset.
+/// code search uses the embedded store when the URL is unset.
 #[derive(Clone, Debug)]
 pub struct QdrantConfig {
     /// The gRPC URL, for example `http://qdrant:6334`.
