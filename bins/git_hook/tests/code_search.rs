@@ -37,6 +37,14 @@ async fn search(
     Ok((status, response.json().await?))
 }
 
+/// `GET /api/search/code` anonymously with extra parameters: the hits' `repository:path`.
+async fn search_with(app: &ServiceProcess, params: &[(&str, &str)]) -> anyhow::Result<Vec<String>> {
+    let response =
+        reqwest::Client::new().get(app.url("/api/search/code")).query(params).send().await?;
+    anyhow::ensure!(response.status().is_success(), "search answered {}", response.status());
+    Ok(found(&response.json().await?))
+}
+
 /// The `repository:path` of each hit.
 fn found(body: &Value) -> Vec<String> {
     body["hits"]
@@ -157,6 +165,16 @@ async fn pushes_are_searchable_and_results_follow_read_access() -> anyhow::Resul
     wait_for_hit(&app, Some(&bob), "remove stale logins", "alice/tools:src/sessions.rs", false)
         .await?;
 
+    // Filters by language and directory.
+    let python = search_with(&app, &[("q", "parseConfig"), ("language", "Python")]).await?;
+    assert_eq!(python, ["alice/tools:parser.py"]);
+    let rust = search_with(&app, &[("q", "parseConfig"), ("language", "rust")]).await?;
+    assert!(!rust.contains(&"alice/tools:parser.py".to_owned()), "{rust:?}");
+    let under_src = search_with(&app, &[("q", "parseConfig"), ("path", "src/")]).await?;
+    assert!(under_src.iter().all(|hit| hit.starts_with("alice/tools:src/")), "{under_src:?}");
+    let scoped = search_with(&app, &[("q", "parseConfig"), ("repo", "alice/tools")]).await?;
+    assert!(scoped.contains(&"alice/tools:parser.py".to_owned()), "{scoped:?}");
+
     // Private now: bob and anonymous callers find nothing at once, alice still does.
     assert_eq!(
         patch(&app, &alice, "/api/repos/alice/tools", serde_json::json!({"private": true})).await?,
@@ -169,6 +187,12 @@ async fn pushes_are_searchable_and_results_follow_read_access() -> anyhow::Resul
     assert!(found(&body).is_empty(), "a private repository shown anonymously: {body}");
     let (_, body) = search(&app, Some(&alice), "parseConfig").await?;
     assert!(found(&body).contains(&"alice/tools:parser.py".to_owned()), "{body}");
+    let hidden = reqwest::Client::new()
+        .get(app.url("/api/search/code"))
+        .query(&[("q", "parseConfig"), ("repo", "alice/tools")])
+        .send()
+        .await?;
+    assert_eq!(hidden.status().as_u16(), 404, "a private repository named to a stranger");
 
     // A collaborator reads it; once removed, no longer.
     let collaborator = app.url("/api/repos/alice/tools/collaborators/bob");

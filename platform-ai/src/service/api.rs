@@ -189,8 +189,18 @@ pub(super) async fn search_code(
     let filter = ChunkFilter {
         repo_ids: readable,
         paths: None,
-        language: query.language.as_deref().map(str::to_ascii_lowercase),
-        under: query.path.as_deref().map(|path| path.trim_matches('/').to_owned()),
+        language: query
+            .language
+            .as_deref()
+            .map(str::trim)
+            .filter(|language| !language.is_empty())
+            .map(str::to_ascii_lowercase),
+        under: query
+            .path
+            .as_deref()
+            .map(|path| path.trim_matches('/'))
+            .filter(|path| !path.is_empty())
+            .map(str::to_owned),
     };
     if filter.matches_nothing() {
         return Ok(axum::Json(CodeSearchResults {

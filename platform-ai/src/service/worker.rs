@@ -192,13 +192,15 @@ impl IndexWorker {
         let drifted =
             status::drifted(&mut conn, &model.name, dimensions, 1000).await.map_err(db)?;
         drop(conn);
-        // One job id per repository and minute: a sweep does not pile up jobs behind a slow one.
-        let minute = Utc::now().timestamp() / 60;
+        // One job id per repository and sweep period: a sweep run twice in a period (two
+        // workers) asks once, and the next period asks again if the index is still behind.
+        let period = self.inner.options.sweep_every.as_secs().max(1);
+        let tick = u64::try_from(Utc::now().timestamp()).unwrap_or_default() / period;
         for repository_id in &drifted {
             let job = IndexJob { repository_id: *repository_id, reason: IndexReason::Sweep };
             self.inner
                 .queue
-                .publish_with_id(INDEX_STREAM, &format!("sweep.{repository_id}.{minute}"), &job)
+                .publish_with_id(INDEX_STREAM, &format!("sweep.{repository_id}.{tick}"), &job)
                 .await
                 .map_err(|error| WorkerError::Database(error.to_string()))?;
         }
@@ -233,6 +235,7 @@ impl IndexWorker {
         }
         let outcome = self.index_locked(repository_id, started).await;
         if let Err(error) = &outcome
+            && !matches!(error, WorkerError::Busy(_))
             && let Ok(mut conn) = self.inner.database.get().await
             && let Err(failed) =
                 status::record_failure(&mut conn, repository_id, &error.to_string()).await
