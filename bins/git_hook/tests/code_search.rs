@@ -71,7 +71,7 @@ async fn wait_for_hit(
     present: bool,
 ) -> anyhow::Result<Value> {
     poll(
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         &format!("{query:?} → {expected} (present: {present})"),
         || async {
             let (status, body) = search(app, user, query).await?;
@@ -92,12 +92,23 @@ async fn patch(app: &ServiceProcess, user: &User, path: &str, body: Value) -> an
     Ok(response.status().as_u16())
 }
 
+/// Switches indexing of alice/tools on or off as `user`; the answer's status.
+async fn indexing(app: &ServiceProcess, user: &User, enabled: bool) -> anyhow::Result<u16> {
+    let body = serde_json::json!({ "enabled": enabled });
+    patch(app, user, "/api/repos/alice/tools/code-index", body).await
+}
+
+/// The local model's directory, from `scripts/services.sh`.
+fn model_dir() -> anyhow::Result<String> {
+    std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
+        anyhow::anyhow!("PLATFORM_TEST_EMBED_MODEL_DIR is unset: run scripts/services.sh")
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pushes_are_searchable_and_results_follow_read_access() -> anyhow::Result<()> {
     let deployment = Deployment::new().await?;
-    let model = std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
-        anyhow::anyhow!("PLATFORM_TEST_EMBED_MODEL_DIR is unset: run scripts/services.sh")
-    })?;
+    let model = model_dir()?;
     let search_env = [
         ("APP_EMBED_MODEL_PATH", model),
         ("APP_CODE_INDEX_PATH", deployment.scratch.join("code-index").display().to_string()),
@@ -123,7 +134,7 @@ async fn pushes_are_searchable_and_results_follow_read_access() -> anyhow::Resul
 
     // The index status says what it holds once the job is done.
     let status_url = app.url("/api/repos/alice/tools/code-index");
-    let status = poll(Duration::from_secs(90), "the first index", || async {
+    let status = poll(Duration::from_secs(180), "the first index", || async {
         let status: Value = reqwest::get(&status_url).await?.json().await?;
         Ok((status["indexed_commit"] == first.as_str()).then_some(status))
     })
@@ -227,9 +238,7 @@ async fn pushes_are_searchable_and_results_follow_read_access() -> anyhow::Resul
 async fn an_embedded_store_has_one_owner_and_is_refused_where_app_may_scale() -> anyhow::Result<()>
 {
     let deployment = Deployment::new().await?;
-    let model = std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
-        anyhow::anyhow!("PLATFORM_TEST_EMBED_MODEL_DIR is unset: run scripts/services.sh")
-    })?;
+    let model = model_dir()?;
     let index = deployment.scratch.join("code-index").display().to_string();
     let search_env =
         [("APP_EMBED_MODEL_PATH", model.clone()), ("APP_CODE_INDEX_PATH", index.clone())];
@@ -325,9 +334,7 @@ fn common_name(repo: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn forks_and_default_branch_changes_are_indexed_by_the_sweep() -> anyhow::Result<()> {
     let deployment = Deployment::new().await?;
-    let model = std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
-        anyhow::anyhow!("PLATFORM_TEST_EMBED_MODEL_DIR is unset: run scripts/services.sh")
-    })?;
+    let model = model_dir()?;
     let search_env = [
         ("APP_EMBED_MODEL_PATH", model),
         ("APP_CODE_INDEX_PATH", deployment.scratch.join("code-index").display().to_string()),
@@ -380,39 +387,12 @@ async fn forks_and_default_branch_changes_are_indexed_by_the_sweep() -> anyhow::
     assert!(found(&body).contains(&"bob/tools:parser.py".to_owned()), "{body}");
 
     // Switched off for the repository: its chunks go; on again: they come back.
-    assert_eq!(
-        patch(
-            &app,
-            &alice,
-            "/api/repos/alice/tools/code-index",
-            serde_json::json!({"enabled": false})
-        )
-        .await?,
-        200
-    );
+    assert_eq!(indexing(&app, &alice, false).await?, 200);
     wait_for_hit(&app, None, "remove stale logins", "alice/tools:session.rs", false).await?;
-    assert_eq!(
-        patch(
-            &app,
-            &alice,
-            "/api/repos/alice/tools/code-index",
-            serde_json::json!({"enabled": true})
-        )
-        .await?,
-        200
-    );
+    assert_eq!(indexing(&app, &alice, true).await?, 200);
     wait_for_hit(&app, None, "remove stale logins", "alice/tools:session.rs", true).await?;
     // Only admins of the repository change it.
-    assert_eq!(
-        patch(
-            &app,
-            &bob,
-            "/api/repos/alice/tools/code-index",
-            serde_json::json!({"enabled": false})
-        )
-        .await?,
-        403
-    );
+    assert_eq!(indexing(&app, &bob, false).await?, 403);
     Ok(())
 }
 
@@ -420,9 +400,7 @@ async fn forks_and_default_branch_changes_are_indexed_by_the_sweep() -> anyhow::
 async fn with_the_embeddings_api_down_search_answers_503_and_indexing_catches_up()
 -> anyhow::Result<()> {
     let deployment = Deployment::new().await?;
-    let model = std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
-        anyhow::anyhow!("PLATFORM_TEST_EMBED_MODEL_DIR is unset: run scripts/services.sh")
-    })?;
+    let model = model_dir()?;
     let api = platform_test_support::EmbeddingsServer::start(std::path::Path::new(&model)).await?;
     let search_env = [
         ("APP_EMBED_MODEL_NAME", "all-MiniLM-L6-v2".to_owned()),
@@ -462,7 +440,7 @@ async fn with_the_embeddings_api_down_search_answers_503_and_indexing_catches_up
     assert_eq!(lexical.status().as_u16(), 200);
     // The index job fails and says so in the status.
     let status_url = app.url("/api/repos/alice/tools/code-index");
-    let failed = poll(Duration::from_secs(120), "the failure in the status", || async {
+    let failed = poll(Duration::from_secs(180), "the failure in the status", || async {
         let status: Value = reqwest::get(&status_url).await?.json().await?;
         Ok(status["last_error"].is_string().then_some(status))
     })
@@ -472,7 +450,7 @@ async fn with_the_embeddings_api_down_search_answers_503_and_indexing_catches_up
 
     // Back up: the index catches up without another push.
     api.set_down(false);
-    let caught_up = poll(Duration::from_secs(120), "the index catching up", || async {
+    let caught_up = poll(Duration::from_secs(180), "the index catching up", || async {
         let status: Value = reqwest::get(&status_url).await?.json().await?;
         Ok((status["indexed_commit"] == head.as_str()).then_some(status))
     })

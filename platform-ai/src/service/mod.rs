@@ -26,12 +26,14 @@
 use serde::{Deserialize, Serialize};
 
 mod api;
+mod processes;
 mod reaction;
 pub mod setup;
 mod status;
 mod worker;
 
 pub use api::{CodeHit, CodeSearchQuery, CodeSearchResults, IndexSettings, SearchApi, api};
+pub use processes::{AppCodeSearch, GitHookCodeSearch};
 pub use reaction::IndexOnPush;
 pub use status::IndexStatus;
 pub use worker::{IndexOutcome, IndexWorker, IndexWorkerOptions, WorkerError};
@@ -68,163 +70,6 @@ pub enum IndexReason {
     Settings,
     /// The worker's sweep found the index behind.
     Sweep,
-}
-
-/// Code search as `app` runs it: the routes, and in embedded mode the worker too.
-#[derive(Debug)]
-pub struct AppCodeSearch {
-    /// The routes' state.
-    pub api: SearchApi,
-    /// The index worker `app` runs (embedded mode), `None` when `git_hook` indexes or search is
-    /// off.
-    pub worker: Option<IndexWorker>,
-    state: Readiness,
-}
-
-/// What `/readyz` says of code search.
-#[derive(Clone, Debug)]
-enum Readiness {
-    Off(String),
-    On { detail: String, store: std::sync::Arc<dyn crate::store::VectorStore> },
-}
-
-impl AppCodeSearch {
-    /// Opens the model and store configuration names (see [`setup::open`]).
-    ///
-    /// # Errors
-    ///
-    /// When the model or the embedded store cannot be opened.
-    pub async fn open(
-        config: &platform_core::config::AppConfig,
-        accounts: platform_core::accounts::Accounts,
-        queue: platform_core::queue::Queue,
-    ) -> Result<Self, setup::SetupError> {
-        let mode = setup::mode(&config.embedding, &config.qdrant, &config.code_search);
-        let backends = setup::open(&config.embedding, &config.qdrant, &config.code_search).await?;
-        let (embedder, store) = match backends {
-            setup::Backends::Ready { embedder, store } => (embedder, store),
-            setup::Backends::Off { reason } => {
-                tracing::info!(reason, "code search is off");
-                let api = SearchApi::switched_off(accounts, queue, reason.clone());
-                return Ok(Self { api, worker: None, state: Readiness::Off(reason) });
-            }
-        };
-        let worker = match mode {
-            setup::Mode::Embedded => {
-                let indexer = crate::index::Indexer::new(
-                    embedder.clone(),
-                    store.clone(),
-                    crate::chunk::Chunker::default(),
-                )
-                .map_err(|error| {
-                    setup::SetupError::Store(crate::store::StoreError::Open {
-                        location: config.code_search.index_path.display().to_string(),
-                        reason: error.to_string(),
-                    })
-                })?;
-                Some(IndexWorker::new(
-                    accounts.database().clone(),
-                    queue.clone(),
-                    platform_git::store::RepoStore::new(&config.repos_root),
-                    indexer,
-                    IndexWorkerOptions {
-                        sweep_every: config.code_search.sweep_every,
-                        ..IndexWorkerOptions::default()
-                    },
-                ))
-            }
-            setup::Mode::Server | setup::Mode::Off(_) => None,
-        };
-        let detail = format!(
-            "model {} ({} dimensions), {}",
-            embedder.model().name,
-            embedder.model().dimensions,
-            match mode {
-                setup::Mode::Server => "Qdrant server, indexed by git_hook",
-                _ => "embedded store, indexed by this process",
-            }
-        );
-        let state = Readiness::On { detail, store: store.clone() };
-        let searcher = crate::search::Searcher::new(embedder, store);
-        Ok(Self { api: SearchApi::new(accounts, searcher, queue), worker, state })
-    }
-
-    /// A check for `/readyz` that never makes the service unready: code search is optional, so
-    /// its state (off and why, or the model and whether the store answers) is a detail.
-    pub fn readiness_check(&self) -> platform_core::service::ReadinessCheck {
-        let state = self.state.clone();
-        platform_core::service::ReadinessCheck::with_detail("code_search", move || {
-            let state = state.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(match state {
-                    Readiness::Off(reason) => format!("off: {reason}"),
-                    Readiness::On { detail, store } => {
-                        match store.count(&crate::store::ChunkFilter::default()).await {
-                            Ok(chunks) => format!("{detail}; {chunks} chunks"),
-                            Err(error) => format!("degraded: {detail}; the store failed: {error}"),
-                        }
-                    }
-                })
-            }
-        })
-    }
-}
-
-/// Code search as `git_hook` runs it: the push reaction whenever code search is on, and the
-/// index worker with a Qdrant server.
-#[derive(Debug, Default)]
-pub struct GitHookCodeSearch {
-    /// The reaction to add to the pool.
-    pub reaction: Option<IndexOnPush>,
-    /// The worker to run (server mode).
-    pub worker: Option<IndexWorker>,
-}
-
-impl GitHookCodeSearch {
-    /// Sets up what configuration asks of `git_hook`.
-    ///
-    /// # Errors
-    ///
-    /// When the model cannot be loaded (server mode).
-    pub async fn open(
-        config: &platform_core::config::GitHookConfig,
-        database: platform_core::db::Database,
-        queue: platform_core::queue::Queue,
-    ) -> Result<Self, setup::SetupError> {
-        let mode = setup::mode(&config.embedding, &config.qdrant, &config.code_search);
-        if let setup::Mode::Off(reason) = &mode {
-            tracing::info!(reason, "code search is off: pushes are not indexed");
-            return Ok(Self::default());
-        }
-        let reaction = Some(IndexOnPush::new(database.clone(), queue.clone()));
-        if mode == setup::Mode::Embedded {
-            return Ok(Self { reaction, worker: None });
-        }
-        let setup::Backends::Ready { embedder, store } =
-            setup::open(&config.embedding, &config.qdrant, &config.code_search).await?
-        else {
-            // The server cannot be reached now: jobs wait in the queue for a restart.
-            return Ok(Self { reaction, worker: None });
-        };
-        let indexer = crate::index::Indexer::new(embedder, store, crate::chunk::Chunker::default())
-            .map_err(|error| {
-                setup::SetupError::Store(crate::store::StoreError::Open {
-                    location: "APP_QDRANT_URL".to_owned(),
-                    reason: error.to_string(),
-                })
-            })?;
-        let worker = IndexWorker::new(
-            database,
-            queue,
-            platform_git::store::RepoStore::new(&config.repos_root),
-            indexer,
-            IndexWorkerOptions {
-                sweep_every: config.code_search.sweep_every,
-                ..IndexWorkerOptions::default()
-            },
-        );
-        Ok(Self { reaction, worker: Some(worker) })
-    }
 }
 
 impl IndexStatus {
