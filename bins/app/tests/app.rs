@@ -20,7 +20,7 @@ fn scratch_dir() -> PathBuf {
 }
 
 fn migration_count() -> usize {
-    ["platform-core", "platform-git", "platform-storage"]
+    ["platform-core", "platform-git", "platform-storage", "platform-ai"]
         .iter()
         .map(|krate| {
             let dir =
@@ -72,7 +72,12 @@ async fn ready_with_its_dependencies_and_stops_cleanly_on_sigterm() -> anyhow::R
         .flatten()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["database", "redis", "queue", "repositories"]);
+    assert_eq!(names, ["database", "redis", "queue", "repositories", "code_search"]);
+    // Code search is optional: off here (no model), said as a detail of a passing check.
+    assert_eq!(report["checks"][4]["ok"], true);
+    assert!(
+        report["checks"][4]["detail"].as_str().is_some_and(|detail| detail.starts_with("off: "))
+    );
     assert_eq!(report["checks"][2]["detail"], "backend: redis");
     wait_for_status(&app.url("/healthz"), 200, Duration::from_secs(1)).await?;
     let metrics = wait_for_status(&app.url("/metrics"), 200, Duration::from_secs(1)).await?;
