@@ -127,6 +127,15 @@ fn ranking_name(ranking: Ranking) -> &'static str {
     }
 }
 
+/// The status of `repository_id`'s index, or that of one nothing was asked of yet.
+async fn status_of(
+    conn: &mut diesel_async::AsyncPgConnection,
+    repository_id: i64,
+) -> Result<IndexStatus, ApiError> {
+    let found = status::find(conn, repository_id).await.map_err(database_error)?;
+    Ok(found.unwrap_or_else(|| IndexStatus::nothing_yet(repository_id)))
+}
+
 fn database_error(error: impl std::error::Error + Send + Sync + 'static) -> ApiError {
     ApiError::internal(error)
 }
@@ -285,8 +294,8 @@ pub(super) async fn get_index_status(
     let mut conn = api.accounts.database().get().await.map_err(ApiError::internal)?;
     let (repo, _) =
         repository_for(&mut conn, &path, caller.as_ref().map(viewer), Access::Read).await?;
-    let found = status::find(&mut conn, repo.id).await.map_err(database_error)?;
-    Ok(axum::Json(found.unwrap_or_else(|| IndexStatus::nothing_yet(repo.id))))
+    let found = status_of(&mut conn, repo.id).await?;
+    Ok(axum::Json(found))
 }
 
 /// The body of `PATCH /api/repos/{owner}/{name}/code-index`.
@@ -325,10 +334,10 @@ pub(super) async fn set_index_settings(
     if settings.enabled {
         status::request(&mut conn, repo.id, true).await.map_err(database_error)?;
     }
-    let found = status::find(&mut conn, repo.id).await.map_err(database_error)?;
+    let found = status_of(&mut conn, repo.id).await?;
     drop(conn);
     api.enqueue(repo.id, IndexReason::Settings).await;
-    Ok(axum::Json(found.unwrap_or_else(|| IndexStatus::nothing_yet(repo.id))))
+    Ok(axum::Json(found))
 }
 
 #[utoipa::path(
@@ -353,13 +362,10 @@ pub(super) async fn reindex(
     let mut conn = api.accounts.database().get().await.map_err(ApiError::internal)?;
     let (repo, _) = repository_for(&mut conn, &path, Some(viewer(&caller)), Access::Admin).await?;
     status::request(&mut conn, repo.id, true).await.map_err(database_error)?;
-    let found = status::find(&mut conn, repo.id).await.map_err(database_error)?;
+    let found = status_of(&mut conn, repo.id).await?;
     drop(conn);
     api.enqueue(repo.id, IndexReason::Reindex).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(found.unwrap_or_else(|| IndexStatus::nothing_yet(repo.id))),
-    ))
+    Ok((StatusCode::ACCEPTED, axum::Json(found)))
 }
 
 impl SearchApi {
