@@ -98,6 +98,17 @@ async fn indexing(app: &ServiceProcess, user: &User, enabled: bool) -> anyhow::R
     patch(app, user, "/api/repos/alice/tools/code-index", body).await
 }
 
+/// `app`, `gitserver` and `git_hook` of `deployment`, code search configured by `search_env`.
+async fn start_services(
+    deployment: &Deployment,
+    search_env: &[(&str, String)],
+) -> anyhow::Result<(ServiceProcess, ServiceProcess, ServiceProcess)> {
+    let app = deployment.start(&platform_test_support::workspace_binary("app"), search_env).await?;
+    let gitserver = deployment.gitserver().await?;
+    let git_hook = deployment.git_hook(search_env).await?;
+    Ok((app, gitserver, git_hook))
+}
+
 /// The local model's directory, from `scripts/services.sh`.
 fn model_dir() -> anyhow::Result<String> {
     std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
@@ -113,10 +124,7 @@ async fn pushes_are_searchable_and_results_follow_read_access() -> anyhow::Resul
         ("APP_EMBED_MODEL_PATH", model),
         ("APP_CODE_INDEX_PATH", deployment.scratch.join("code-index").display().to_string()),
     ];
-    let app =
-        deployment.start(&platform_test_support::workspace_binary("app"), &search_env).await?;
-    let gitserver = deployment.gitserver().await?;
-    let _git_hook = deployment.git_hook(&search_env).await?;
+    let (app, gitserver, _git_hook) = start_services(&deployment, &search_env).await?;
 
     let alice = deployment.user("alice", true).await?;
     let bob = deployment.user("bob", true).await?;
@@ -340,10 +348,7 @@ async fn forks_and_default_branch_changes_are_indexed_by_the_sweep() -> anyhow::
         ("APP_CODE_INDEX_PATH", deployment.scratch.join("code-index").display().to_string()),
         ("APP_CODE_INDEX_SWEEP_SECONDS", "1".to_owned()),
     ];
-    let app =
-        deployment.start(&platform_test_support::workspace_binary("app"), &search_env).await?;
-    let gitserver = deployment.gitserver().await?;
-    let _git_hook = deployment.git_hook(&search_env).await?;
+    let (app, gitserver, _git_hook) = start_services(&deployment, &search_env).await?;
     let alice = deployment.user("alice", true).await?;
     let bob = deployment.user("bob", true).await?;
     deployment.repo(&alice, "tools", false).await?;
@@ -409,10 +414,7 @@ async fn with_the_embeddings_api_down_search_answers_503_and_indexing_catches_up
         ("APP_CODE_INDEX_PATH", deployment.scratch.join("code-index").display().to_string()),
         ("APP_CODE_INDEX_SWEEP_SECONDS", "1".to_owned()),
     ];
-    let app =
-        deployment.start(&platform_test_support::workspace_binary("app"), &search_env).await?;
-    let gitserver = deployment.gitserver().await?;
-    let _git_hook = deployment.git_hook(&search_env).await?;
+    let (app, gitserver, _git_hook) = start_services(&deployment, &search_env).await?;
     let alice = deployment.user("alice", true).await?;
     deployment.repo(&alice, "tools", false).await?;
     let work =
