@@ -221,8 +221,9 @@ async fn the_qdrant_server_store_conforms() {
     let prefix = platform_test_support::unique_name("conformance");
     let store = QdrantStore::connect(&url, key.as_ref(), &prefix, &model()).await.expect("connect");
     conformance(&store).await;
-    // A second connection (another replica) sees the same collection.
-    let again = QdrantStore::connect(&url, key.as_ref(), &prefix, &model()).await.expect("connect");
+    // A second store (another replica, made before the server was reached) sees the same
+    // collection on first use.
+    let again = QdrantStore::new(&url, key.as_ref(), &prefix, &model()).expect("a client");
     assert_eq!(again.count(&ChunkFilter::default()).await.expect("count"), 2);
     store.drop_collection().await.expect("drop");
 }
@@ -317,4 +318,19 @@ async fn an_unreachable_qdrant_server_is_named_without_its_key() {
     assert!(matches!(err, StoreError::Open { .. }), "{message}");
     assert!(message.contains("http://127.0.0.1:9"), "{message}");
     assert!(!message.contains("qdrant-secret-key"), "{message}");
+
+    // Made without connecting (a service starting while the server is down), every use tries
+    // the server again and fails on its own, naming it.
+    let store = QdrantStore::new(&url, Some(&key), "unreachable", &model()).expect("no I/O yet");
+    for _ in 0..2 {
+        let err = store.count(&ChunkFilter::default()).await.expect_err("still down");
+        let message = err.to_string();
+        assert!(message.contains("http://127.0.0.1:9"), "{message}");
+        assert!(!message.contains("qdrant-secret-key"), "{message}");
+        let err = store
+            .search(&query(Ranking::Lexical, "x", [1.0, 0.0, 0.0, 0.0], ChunkFilter::repo(1)))
+            .await
+            .expect_err("still down");
+        assert!(err.to_string().contains("http://127.0.0.1:9"), "{err}");
+    }
 }

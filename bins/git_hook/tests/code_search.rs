@@ -314,6 +314,56 @@ async fn search_without_a_model_answers_503_naming_the_setting() -> anyhow::Resu
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_qdrant_server_down_services_start_and_search_names_the_store()
+-> anyhow::Result<()> {
+    let deployment = Deployment::new().await?;
+    // Nothing listens on this port: the server is down when the services start.
+    let qdrant = format!("http://127.0.0.1:{}", platform_test_support::free_port());
+    let search_env = [("APP_EMBED_MODEL_PATH", model_dir()?), ("APP_QDRANT_URL", qdrant.clone())];
+    let (app, gitserver, _git_hook) = start_services(&deployment, &search_env).await?;
+    let alice = deployment.user("alice", true).await?;
+    deployment.repo(&alice, "tools", false).await?;
+    let work = push_files(
+        &deployment,
+        &gitserver,
+        &alice,
+        "alice/tools",
+        &[("src/session.rs", SESSION_RS)],
+    )?;
+    let pushed = git(&work, &["rev-parse", "HEAD"])?;
+    // The push lands, and the worker, not switched off, keeps trying and says why it cannot.
+    let status_url = app.url("/api/repos/alice/tools/code-index");
+    let status = poll(Duration::from_secs(120), "an index attempt", || async {
+        let status: Value = reqwest::get(&status_url).await?.json().await?;
+        Ok(status["last_error"].is_string().then_some(status))
+    })
+    .await?;
+    assert!(status["last_error"].as_str().unwrap_or_default().contains(&qdrant), "{status}");
+    assert_eq!(status["indexed_commit"], Value::Null, "{status}");
+    let remote = deployment.http_url(&gitserver, &alice, "alice/tools");
+    let heads = git(&work, &["ls-remote", &remote])?;
+    assert!(heads.contains(&pushed), "{heads}");
+
+    let (status, body) = search(&app, None, "anything").await?;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("vector store"), "{body}");
+    // Readiness passes (code search is optional) and says what is wrong, each probe anew.
+    let report: Value = reqwest::get(app.url("/readyz")).await?.json().await?;
+    let check = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|check| check["name"] == "code_search")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(check["ok"], true, "{report}");
+    let detail = check["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("degraded: ") && detail.contains(&qdrant), "{report}");
+    Ok(())
+}
+
 /// A work tree with `files` committed on `main` and pushed to `owner/name`.
 fn push_files(
     deployment: &Deployment,

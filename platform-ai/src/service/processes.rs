@@ -133,7 +133,7 @@ impl GitHookCodeSearch {
         let setup::Backends::Ready { embedder, store } =
             setup::open(&config.embedding, &config.qdrant, &config.code_search).await?
         else {
-            // The server cannot be reached now: jobs wait in the queue for a restart.
+            // Only when no model is named, which `mode` has ruled out.
             return Ok(Self { reaction, worker: None });
         };
         let worker = index_worker(

@@ -71,6 +71,9 @@ pub enum SetupError {
          APP_QDRANT_URL to a Qdrant server, or run one replica, or set APP_CODE_SEARCH_ENABLED=false"
     )]
     EmbeddedNotAllowed,
+    /// `APP_QDRANT_URL` names no address a client can be made for.
+    #[error("APP_QDRANT_URL: {0}")]
+    Qdrant(#[source] StoreError),
 }
 
 /// The embedder configuration names: the local model when `APP_EMBED_MODEL_PATH` is set, the
@@ -102,8 +105,8 @@ pub fn embedder(embedding: &EmbeddingConfig) -> Result<Option<Arc<dyn Embedder>>
 /// `APP_CODE_INDEX_PATH`, which this process then owns (a second process opening it fails
 /// with a message naming `APP_QDRANT_URL`).
 ///
-/// A Qdrant server that cannot be reached leaves code search off with the reason (the service
-/// starts and answers 503 for searches) rather than failing the service.
+/// A Qdrant server that cannot be reached does not fail the service: searches answer 503 naming
+/// the store and index jobs retry, until the server answers.
 ///
 /// # Errors
 ///
@@ -121,18 +124,19 @@ pub async fn open(
     };
     let model = embedder.model().clone();
     let store: Arc<dyn VectorStore> = match &qdrant.url {
-        Some(url) => match QdrantStore::connect(url, qdrant.api_key.as_ref(), "code", &model).await
-        {
-            Ok(store) => Arc::new(store),
-            Err(error) => {
-                tracing::warn!(error = %error, "code search is off: the vector store cannot be reached");
-                return Ok(Backends::Off {
-                    reason: "code search is unavailable: the vector store (APP_QDRANT_URL) \
-                             cannot be reached"
-                        .to_owned(),
-                });
+        Some(url) => {
+            let store = QdrantStore::new(url, qdrant.api_key.as_ref(), "code", &model)
+                .map_err(SetupError::Qdrant)?;
+            // Down now is not down for good: every use tries again, so search and indexing
+            // resume on their own once the server answers.
+            if let Err(error) = store.count(&crate::store::ChunkFilter::default()).await {
+                tracing::warn!(
+                    error = %error,
+                    "the vector store cannot be reached yet; code search answers 503 until it can"
+                );
             }
-        },
+            Arc::new(store)
+        }
         None => {
             if !code_search.embedded_allowed {
                 return Err(SetupError::EmbeddedNotAllowed);

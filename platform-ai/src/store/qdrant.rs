@@ -34,6 +34,8 @@ pub struct QdrantStore {
     vectors: String,
     location: String,
     model: EmbeddingModel,
+    /// Set once both collections are known to exist.
+    collections_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl std::fmt::Debug for QdrantStore {
@@ -47,9 +49,11 @@ impl std::fmt::Debug for QdrantStore {
 }
 
 impl QdrantStore {
-    /// Connects to the server at `url` (gRPC, usually port 6334) and makes sure the collection
-    /// `<prefix>_<model>_<dimensions>` exists.
-    pub async fn connect(
+    /// A store on the server at `url` (gRPC, usually port 6334) in the collection
+    /// `<prefix>_<model>_<dimensions>`. Nothing is sent yet: the collections are made sure of
+    /// on first use, and again after a failure, so a server that is down when a service starts
+    /// is used as soon as it is up.
+    pub fn new(
         url: &Url,
         api_key: Option<&SecretString>,
         prefix: &str,
@@ -62,15 +66,49 @@ impl QdrantStore {
             url.host_str().unwrap_or_default(),
             url.port_or_known_default().unwrap_or(6334)
         );
-        let open_error = |reason: String| StoreError::Open { location: location.clone(), reason };
         let mut builder = Qdrant::from_url(url.as_str()).skip_compatibility_check();
         if let Some(key) = api_key {
             builder = builder.api_key(key.expose_secret().to_owned());
         }
-        let client = builder.build().map_err(|err| open_error(err.to_string()))?;
+        let client = builder.build().map_err(|err| StoreError::Open {
+            location: location.clone(),
+            reason: err.to_string(),
+        })?;
         let collection = collection_name(prefix, model);
+        Ok(Self {
+            client: std::sync::Arc::new(client),
+            vectors: format!("{collection}_vectors"),
+            collection,
+            location,
+            model: model.clone(),
+            collections_ready: std::sync::Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// [`QdrantStore::new`], then makes sure the collections exist: fails when the server
+    /// cannot be reached.
+    pub async fn connect(
+        url: &Url,
+        api_key: Option<&SecretString>,
+        prefix: &str,
+        model: &EmbeddingModel,
+    ) -> Result<Self, StoreError> {
+        let store = Self::new(url, api_key, prefix, model)?;
+        store.ready().await?;
+        Ok(store)
+    }
+
+    /// Makes sure both collections exist, once per store while it succeeds.
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.collections_ready.get_or_try_init(|| self.create_collections()).await.map(|_| ())
+    }
+
+    async fn create_collections(&self) -> Result<(), StoreError> {
+        let open_error =
+            |reason: String| StoreError::Open { location: self.location.clone(), reason };
+        let (client, collection, model) = (&self.client, &self.collection, &self.model);
         let exists = client
-            .collection_exists(&collection)
+            .collection_exists(collection)
             .await
             .map_err(|err| open_error(err.to_string()))?;
         if !exists {
@@ -86,17 +124,16 @@ impl QdrantStore {
             );
             let created = client
                 .create_collection(
-                    CreateCollectionBuilder::new(&collection)
+                    CreateCollectionBuilder::new(collection)
                         .vectors_config(vectors)
                         .sparse_vectors_config(sparse),
                 )
                 .await;
             // Another replica may have created it meanwhile.
-            if let Err(err) = created {
-                let exists = client.collection_exists(&collection).await.unwrap_or(false);
-                if !exists {
-                    return Err(open_error(err.to_string()));
-                }
+            if let Err(err) = created
+                && !client.collection_exists(collection).await.unwrap_or(false)
+            {
+                return Err(open_error(err.to_string()));
             }
             for (field, kind) in [
                 ("repo_id", FieldType::Integer),
@@ -107,15 +144,15 @@ impl QdrantStore {
             ] {
                 client
                     .create_field_index(
-                        CreateFieldIndexCollectionBuilder::new(&collection, field, kind).wait(true),
+                        CreateFieldIndexCollectionBuilder::new(collection, field, kind).wait(true),
                     )
                     .await
                     .map_err(|err| open_error(err.to_string()))?;
             }
         }
-        let vectors = format!("{collection}_vectors");
+        let vectors = &self.vectors;
         let exists =
-            client.collection_exists(&vectors).await.map_err(|err| open_error(err.to_string()))?;
+            client.collection_exists(vectors).await.map_err(|err| open_error(err.to_string()))?;
         if !exists {
             let mut config = VectorsConfigBuilder::default();
             config.add_named_vector_params(
@@ -123,21 +160,15 @@ impl QdrantStore {
                 VectorParamsBuilder::new(model.dimensions as u64, Distance::Cosine),
             );
             let created = client
-                .create_collection(CreateCollectionBuilder::new(&vectors).vectors_config(config))
+                .create_collection(CreateCollectionBuilder::new(vectors).vectors_config(config))
                 .await;
             if let Err(err) = created
-                && !client.collection_exists(&vectors).await.unwrap_or(false)
+                && !client.collection_exists(vectors).await.unwrap_or(false)
             {
                 return Err(open_error(err.to_string()));
             }
         }
-        Ok(Self {
-            client: std::sync::Arc::new(client),
-            collection,
-            vectors,
-            location,
-            model: model.clone(),
-        })
+        Ok(())
     }
 
     /// The collection's name.
@@ -213,6 +244,7 @@ impl VectorStore for QdrantStore {
         if points.is_empty() {
             return Ok(());
         }
+        self.ready().await?;
         let mut structs = Vec::with_capacity(points.len());
         let mut remembered: HashMap<uuid::Uuid, PointStruct> = HashMap::new();
         for point in points {
@@ -252,6 +284,7 @@ impl VectorStore for QdrantStore {
         if filter.matches_nothing() {
             return Ok(());
         }
+        self.ready().await?;
         let filter = to_filter(filter).unwrap_or_default();
         self.client
             .delete_points(DeletePointsBuilder::new(&self.collection).points(filter).wait(true))
@@ -268,6 +301,7 @@ impl VectorStore for QdrantStore {
         language: &str,
     ) -> Result<(), StoreError> {
         let filter = to_filter(&ChunkFilter::file(repo_id, from)).unwrap_or_default();
+        self.ready().await?;
         let payload = Payload::try_from(json!({
             "path": to,
             "dirs": directories(to),
@@ -289,6 +323,7 @@ impl VectorStore for QdrantStore {
         if query.filter.matches_nothing() || query.limit == 0 {
             return Ok(Vec::new());
         }
+        self.ready().await?;
         let filter = to_filter(&query.filter);
         let candidates = query.candidates.max(query.limit) as u64;
         let dense = || {
@@ -351,6 +386,7 @@ impl VectorStore for QdrantStore {
         if filter.matches_nothing() {
             return Ok(0);
         }
+        self.ready().await?;
         let mut request = CountPointsBuilder::new(&self.collection).exact(true);
         if let Some(filter) = to_filter(filter) {
             request = request.filter(filter);
@@ -361,6 +397,7 @@ impl VectorStore for QdrantStore {
     }
 
     async fn indexed_files(&self, repo_id: i64) -> Result<HashMap<String, String>, StoreError> {
+        self.ready().await?;
         let mut files = HashMap::new();
         let filter = to_filter(&ChunkFilter::repo(repo_id)).unwrap_or_default();
         let mut offset = None;
@@ -394,6 +431,7 @@ impl VectorStore for QdrantStore {
         if keys.is_empty() {
             return Ok(found);
         }
+        self.ready().await?;
         let ids: Vec<qdrant_client::qdrant::PointId> =
             keys.iter().map(|key| content_id(key).to_string().into()).collect();
         let response = self
