@@ -221,10 +221,11 @@ impl Indexer {
 
         // Distinct new texts, each embedded once even if it occurs many times.
         let mut missing: Vec<(String, String)> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for (_, points) in files.iter() {
             for point in points {
                 let key = &point.payload.content_key;
-                if !vectors.contains_key(key) && !missing.iter().any(|(seen, _)| seen == key) {
+                if !vectors.contains_key(key) && seen.insert(key) {
                     missing.push((key.clone(), point.payload.text.clone()));
                 }
             }

@@ -63,14 +63,41 @@ impl Searcher {
                 self.embedder.embed(&[query.to_owned()]).await?.into_iter().next()
             }
         };
+        // Hybrid ranking asks for more than it returns, to bring exact matches forward.
+        let fetched = if ranking == Ranking::Hybrid { limit.max(EXACT_WINDOW) } else { limit };
         let request = StoreQuery {
             dense,
             sparse: Some(sparse),
             ranking,
             filter,
-            limit,
-            candidates: (limit * 5).max(50),
+            limit: fetched,
+            candidates: (fetched * 5).max(50),
         };
-        Ok(self.store.search(&request).await?)
+        let mut hits = self.store.search(&request).await?;
+        if ranking == Ranking::Hybrid {
+            exact_matches_first(query, &mut hits);
+        }
+        hits.truncate(limit);
+        Ok(hits)
     }
+}
+
+/// Fused hits hybrid ranking reorders: those holding the query's exact text go first.
+const EXACT_WINDOW: usize = 50;
+
+/// Moves hits whose text contains the query verbatim (ignoring case, runs of white space and
+/// surrounding quotes) before the others, keeping the fused order within each group: an exact
+/// identifier or error message is found first, as grep would find it, and a query that
+/// appears nowhere verbatim keeps its fused ranking.
+fn exact_matches_first(query: &str, hits: &mut [Hit]) {
+    let needle = normalise(query.trim_matches(|c| c == '"' || c == '\'' || c == '`'));
+    if needle.is_empty() {
+        return;
+    }
+    // A stable sort: the fused order stays within both groups.
+    hits.sort_by_key(|hit| !normalise(&hit.payload.text).contains(&needle));
+}
+
+fn normalise(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }

@@ -59,10 +59,18 @@ impl LocalEmbedder {
 
     /// Loads the model in `dir`, recorded under `name`.
     pub fn open_named(dir: &Path, name: &str) -> Result<Self, EmbedError> {
+        Self::open_with_window(dir, name, max_seq_length(dir)?)
+    }
+
+    /// Loads the model in `dir`, recorded under `name`, reading at most `max_tokens` tokens of
+    /// each text (capped by the model's own limit). A shorter window embeds long texts faster
+    /// and less faithfully: give such an embedder a name of its own, as vectors are keyed by
+    /// the model's name.
+    pub fn open_with_window(dir: &Path, name: &str, max_tokens: usize) -> Result<Self, EmbedError> {
         let config_path = dir.join("config.json");
         let config: Config = serde_json::from_str(&read_text(&config_path)?)
             .map_err(|err| file_error(&config_path, err))?;
-        let max_tokens = max_seq_length(dir)?.min(config.max_position_embeddings);
+        let max_tokens = max_tokens.clamp(2, config.max_position_embeddings);
 
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
