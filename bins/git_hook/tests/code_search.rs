@@ -109,6 +109,19 @@ async fn start_services(
     Ok((app, gitserver, git_hook))
 }
 
+/// `/readyz` of `app`, and its `code_search` check.
+async fn code_search_check(app: &ServiceProcess) -> anyhow::Result<(Value, Value)> {
+    let report: Value = reqwest::get(app.url("/readyz")).await?.json().await?;
+    let check = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|check| check["name"] == "code_search")
+        .cloned()
+        .unwrap_or_default();
+    Ok((report, check))
+}
+
 /// The local model's directory, from `scripts/services.sh`.
 fn model_dir() -> anyhow::Result<String> {
     std::env::var("PLATFORM_TEST_EMBED_MODEL_DIR").map_err(|_| {
@@ -254,14 +267,7 @@ async fn an_embedded_store_has_one_owner_and_is_refused_where_app_may_scale() ->
     let app = deployment.start(&app_binary, &search_env).await?;
 
     // /readyz names the mode as a detail; the service is ready.
-    let ready: Value = reqwest::get(app.url("/readyz")).await?.json().await?;
-    let check = ready["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|check| check["name"] == "code_search")
-        .cloned()
-        .unwrap_or_default();
+    let (ready, check) = code_search_check(&app).await?;
     assert_eq!(check["ok"], true, "{ready}");
     let detail = check["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("all-MiniLM-L6-v2") && detail.contains("embedded store"), "{ready}");
@@ -350,14 +356,7 @@ async fn with_the_qdrant_server_down_services_start_and_search_names_the_store()
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("vector store"), "{body}");
     // Readiness passes (code search is optional) and says what is wrong, each probe anew.
-    let report: Value = reqwest::get(app.url("/readyz")).await?.json().await?;
-    let check = report["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|check| check["name"] == "code_search")
-        .cloned()
-        .unwrap_or_default();
+    let (report, check) = code_search_check(&app).await?;
     assert_eq!(check["ok"], true, "{report}");
     let detail = check["detail"].as_str().unwrap_or_default();
     assert!(detail.starts_with("degraded: ") && detail.contains(&qdrant), "{report}");

@@ -66,7 +66,8 @@ pub struct CodeSearchQuery {
     /// How many results, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `hybrid` (default: meaning and exact terms fused), `semantic` or `lexical`.
+    /// `hybrid` (default: meaning and exact terms fused, chunks holding the exact query
+    /// first), `semantic` or `lexical`.
     #[param(pattern = "^(hybrid|semantic|dense|lexical)$")]
     pub ranking: Option<String>,
 }

@@ -102,7 +102,8 @@ pub enum Ranking {
     Dense,
     /// By BM25 terms only.
     Lexical,
-    /// Both, fused by reciprocal rank.
+    /// Both, fused by reciprocal rank ([`crate::search::Searcher`] then puts exact matches
+    /// of the query first).
     Hybrid,
 }
 
