@@ -217,13 +217,17 @@ fn strip_docs(path: &str, text: &str) -> (String, Vec<Documented>) {
     (kept, found)
 }
 
-/// Indexes `files` as one repository in `dir`, reusing what an earlier run stored.
-async fn index<'a>(
+/// Indexes `files` as one repository in `dir`, reusing what an earlier run stored; a searcher
+/// over it and its number of chunks.
+async fn index(
     dir: &Path,
     embedder: &Arc<dyn Embedder>,
-    files: impl IntoIterator<Item = (&'a Path, Cow<'a, [u8]>)>,
-) -> Arc<dyn VectorStore> {
-    let (repo, head) = common::repository(dir, files);
+    files: &[(PathBuf, Vec<u8>)],
+) -> (Searcher, u64) {
+    let (repo, head) = common::repository(
+        dir,
+        files.iter().map(|(path, content)| (path.as_path(), Cow::Borrowed(content.as_slice()))),
+    );
     let store: Arc<dyn VectorStore> =
         Arc::new(EdgeStore::open(&dir.join("store"), embedder.model()).expect("a store"));
     let indexer = Indexer::new(embedder.clone(), store.clone(), Chunker::new(chunk_limits()))
@@ -240,7 +244,8 @@ async fn index<'a>(
         report.chunks_reused,
         started.elapsed().as_secs_f64()
     );
-    store
+    let chunks = store.count(&ChunkFilter::default()).await.expect("count");
+    (Searcher::new(embedder.clone(), store), chunks)
 }
 
 fn print_table(title: &str, rows: &[(&str, Scores)]) {
@@ -288,14 +293,7 @@ async fn main() {
             );
         }
     }
-    let store = index(
-        &bench.join("labelled"),
-        &embedder,
-        contents.iter().map(|(path, content)| (path.as_path(), Cow::Borrowed(content.as_slice()))),
-    )
-    .await;
-    let chunks = store.count(&ChunkFilter::default()).await.expect("count");
-    let searcher = Searcher::new(embedder.clone(), store);
+    let (searcher, chunks) = index(&bench.join("labelled"), &embedder, &contents).await;
     let kinds: Vec<&str> = {
         let mut kinds: Vec<&str> = labelled.query.iter().map(|q| q.kind.as_str()).collect();
         kinds.sort();
@@ -352,22 +350,11 @@ async fn main() {
     }
     let unique: Vec<&Documented> =
         documented.iter().filter(|doc| counts[doc.sentence.as_str()] == 1).collect();
-    let wanted = std::env::var("BENCH_QUALITY_DOC_QUERIES")
-        .ok()
-        .and_then(|raw| raw.parse().ok())
-        .unwrap_or(400usize)
-        .clamp(1, unique.len().max(1));
+    let wanted = common::env_number("BENCH_QUALITY_DOC_QUERIES", 400).clamp(1, unique.len().max(1));
     let step = unique.len() as f64 / wanted as f64;
     let queries: Vec<&Documented> =
         (0..wanted).map(|i| unique[(i as f64 * step) as usize]).collect();
-    let store = index(
-        &bench.join("docstrings"),
-        &embedder,
-        stripped.iter().map(|(path, content)| (path.as_path(), Cow::Borrowed(content.as_slice()))),
-    )
-    .await;
-    let chunks = store.count(&ChunkFilter::default()).await.expect("count");
-    let searcher = Searcher::new(embedder.clone(), store);
+    let (searcher, chunks) = index(&bench.join("docstrings"), &embedder, &stripped).await;
     let mut doc_rows = Vec::new();
     for (name, ranking) in RANKINGS {
         let mut scores = Vec::new();

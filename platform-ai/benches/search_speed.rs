@@ -39,10 +39,6 @@ use platform_ai::store::{ChunkFilter, EdgeStore, Ranking, VectorStore};
 
 const EXTENSIONS: &[&str] = &["rs", "py", "js", "ts", "go", "java", "c", "h", "cpp", "hpp"];
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|raw| raw.parse().ok()).unwrap_or(default)
-}
-
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -140,14 +136,14 @@ async fn main() {
     let bench_dir = common::bench_dir("search");
 
     // 1. Indexing against the raw embedder (BENCH_SEARCH_RUNS=0 skips it).
-    let runs = env_number("BENCH_SEARCH_RUNS", 3);
+    let runs = common::env_number("BENCH_SEARCH_RUNS", 3);
     if runs > 0 {
         throughput(&embedder, &bench_dir, runs).await;
     }
 
     // 2. Latency over a large index, built once.
-    let chunks = env_number("BENCH_SEARCH_CHUNKS", 100_000);
-    let build_tokens = env_number("BENCH_SEARCH_BUILD_TOKENS", 32);
+    let chunks = common::env_number("BENCH_SEARCH_CHUNKS", 100_000);
+    let build_tokens = common::env_number("BENCH_SEARCH_BUILD_TOKENS", 32);
     let large = corpus(chunks);
     let large_dir = bench_dir.join(format!("latency-{chunks}-{build_tokens}"));
     let (large_repo, large_head) = repository(&large, &large_dir);
@@ -226,7 +222,7 @@ async fn main() {
 
 /// Indexing from nothing against embedding the same texts alone; prints the table.
 async fn throughput(embedder: &Arc<dyn Embedder>, bench_dir: &Path, runs: usize) {
-    let index_chunks = env_number("BENCH_SEARCH_INDEX_CHUNKS", 3_000);
+    let index_chunks = common::env_number("BENCH_SEARCH_INDEX_CHUNKS", 3_000);
     let small = corpus(index_chunks);
     let small_dir = bench_dir.join(format!("throughput-{index_chunks}"));
     let (small_repo, small_head) = repository(&small, &small_dir);

@@ -59,3 +59,8 @@ pub(crate) fn bench_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("bench dir");
     dir
 }
+
+/// The number in the environment variable `name`, or `default`.
+pub(crate) fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|raw| raw.parse().ok()).unwrap_or(default)
+}

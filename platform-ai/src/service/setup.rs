@@ -129,7 +129,7 @@ pub async fn open(
                 .map_err(SetupError::Qdrant)?;
             // Down now is not down for good: every use tries again, so search and indexing
             // resume on their own once the server answers.
-            if let Err(error) = store.count(&crate::store::ChunkFilter::default()).await {
+            if let Err(error) = store.ready().await {
                 tracing::warn!(
                     error = %error,
                     "the vector store cannot be reached yet; code search answers 503 until it can"

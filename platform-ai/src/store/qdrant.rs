@@ -98,8 +98,9 @@ impl QdrantStore {
         Ok(store)
     }
 
-    /// Makes sure both collections exist, once per store while it succeeds.
-    async fn ready(&self) -> Result<(), StoreError> {
+    /// Makes sure both collections exist (creating them if need be), once per store while it
+    /// succeeds; every operation does this first.
+    pub async fn ready(&self) -> Result<(), StoreError> {
         self.collections_ready.get_or_try_init(|| self.create_collections()).await.map(|_| ())
     }
 
