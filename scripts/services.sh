@@ -6,7 +6,8 @@
 #   scripts/services.sh stop DIR       stops whatever DIR/env.sh describes
 # DIR/env.sh exports PLATFORM_TEST_DATABASE_URL (an admin URL: tests create their own
 # databases), PLATFORM_TEST_REDIS_URL and PLATFORM_TEST_NATS_URL, and the directory of the local
-# embedding model (PLATFORM_TEST_EMBED_MODEL_DIR, fetched by install through scripts/models.sh).
+# embedding model and of the local chat model (PLATFORM_TEST_EMBED_MODEL_DIR,
+# PLATFORM_TEST_CHAT_MODEL_DIR, fetched by install through scripts/models.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -79,6 +80,7 @@ export PLATFORM_TEST_REDIS_URL='redis://127.0.0.1:$redis_port'
 export PLATFORM_TEST_NATS_URL='nats://127.0.0.1:$nats_port'
 export PLATFORM_TEST_NATS_MONITOR_URL='http://127.0.0.1:$nats_monitor'
 export PLATFORM_TEST_EMBED_MODEL_DIR='$("$here/models.sh" dir all-MiniLM-L6-v2)'
+export PLATFORM_TEST_CHAT_MODEL_DIR='$("$here/models.sh" dir SmolLM2-135M-Instruct)'
 ENV
   echo "services.sh: PostgreSQL on $pg_port, Redis on $redis_port, NATS on $nats_port (in $dir)" >&2
 }

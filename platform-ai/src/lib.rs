@@ -66,9 +66,14 @@
 //! - [`index`]: a repository's commit brought into the store: only what changed is read, only
 //!   content never embedded before is embedded, renames move chunks, a reconcile fixes the rest.
 //! - [`search`]: a query's embedding and terms ranked by the store.
+//! - [`chat`]: chat completions from an OpenAI-compatible API, streamed.
+//! - [`ask`]: questions about code: the prompt of retrieved chunks within a token budget,
+//!   quoted apart from the instructions, and the citations taken from the answer.
 //! - [`store`]: chunks with their dense and sparse vectors, searched by either or both fused by
 //!   reciprocal rank; embedded (`qdrant-edge`, one owning process) for one machine.
 
+pub mod ask;
+pub mod chat;
 pub mod chunk;
 pub mod embed;
 pub mod index;

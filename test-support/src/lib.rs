@@ -24,12 +24,14 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 mod backing;
+pub mod chat;
 mod embeddings;
 mod proxy;
 mod receiver;
 mod smtp;
 
 pub use backing::{Backing, migrated_database, unverified_user, verified_user};
+pub use chat::{ChatServer, RecordedChat};
 pub use embeddings::EmbeddingsServer;
 pub use proxy::TcpProxy;
 pub use receiver::{Received, Receiver};

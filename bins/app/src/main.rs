@@ -1,5 +1,7 @@
 //! `app` (port 3000): the main API server.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use platform_ai::service::AppCodeSearch;
 use platform_core::accounts::{self, Accounts};
@@ -58,14 +60,19 @@ async fn main() -> anyhow::Result<()> {
         limits,
     );
     let code_search = AppCodeSearch::open(&config, accounts.clone(), queue.clone()).await?;
+    let ask = code_search.ask_api(&config, accounts.clone(), redis.clone(), shell.metrics());
     let routes = accounts::api(accounts)
         .merge(platform_git::api::api(repos))
         .merge(platform_storage::api::api(uploads))
-        .merge(platform_ai::service::api(code_search.api.clone()));
+        .merge(platform_ai::service::api(code_search.api.clone()))
+        .merge(platform_ai::service::ask::api(ask));
+    // A whole answer of the chat model may take longer than the usual 30 s.
+    let request_timeout =
+        Some(Duration::from_secs(30).max(config.ask.timeout + Duration::from_secs(5)));
     let shell = shell
         .with_routes(platform_core::api::documented(routes, "platform", env!("CARGO_PKG_VERSION")))
         // Uploads stream against their own limits; JSON bodies keep axum's 2 MB.
-        .with_limits(RouteLimits { body_limit: Some(body_limit), ..RouteLimits::default() })
+        .with_limits(RouteLimits { body_limit: Some(body_limit), request_timeout })
         .with_readiness(ReadinessCheck::database(database))
         .with_readiness(ReadinessCheck::redis(redis))
         .with_readiness(queue.readiness_check())

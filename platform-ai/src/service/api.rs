@@ -47,6 +47,11 @@ impl SearchApi {
     pub fn switched_off(accounts: Accounts, queue: Queue, reason: impl Into<String>) -> Self {
         Self { accounts, searcher: None, unavailable: reason.into(), queue }
     }
+
+    /// The searcher, or why there is none (for routes built on code search, such as ask).
+    pub fn searcher(&self) -> Result<Arc<Searcher>, String> {
+        self.searcher.clone().ok_or_else(|| self.unavailable.clone())
+    }
 }
 
 /// The query of `GET /api/search/code`.

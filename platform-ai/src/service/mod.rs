@@ -26,6 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 mod api;
+pub mod ask;
 mod processes;
 mod reaction;
 pub mod setup;
@@ -33,6 +34,7 @@ mod status;
 mod worker;
 
 pub use api::{CodeHit, CodeSearchQuery, CodeSearchResults, IndexSettings, SearchApi, api};
+pub use ask::{AskApi, AskParts};
 pub use processes::{AppCodeSearch, GitHookCodeSearch};
 pub use reaction::IndexOnPush;
 pub use status::IndexStatus;

@@ -7,9 +7,12 @@ use platform_core::accounts::Accounts;
 use platform_core::config::{AppConfig, CodeSearchConfig, GitHookConfig};
 use platform_core::db::Database;
 use platform_core::queue::Queue;
+use platform_core::redis::Redis;
 use platform_core::service::ReadinessCheck;
+use platform_core::telemetry::Metrics;
 
-use super::{IndexOnPush, IndexWorker, IndexWorkerOptions, SearchApi, setup};
+use super::{AskApi, AskParts, IndexOnPush, IndexWorker, IndexWorkerOptions, SearchApi, setup};
+use crate::chat::{ChatClient, ChatConfig};
 use crate::chunk::Chunker;
 use crate::embed::Embedder;
 use crate::index::Indexer;
@@ -77,6 +80,32 @@ impl AppCodeSearch {
         let state = Readiness::On { detail, store: store.clone() };
         let searcher = Searcher::new(embedder, store);
         Ok(Self { api: SearchApi::new(accounts, searcher, queue), worker, state })
+    }
+
+    /// Ask-the-code's routes on this code search, asking the chat model of `config.ai` with
+    /// the limits of `config.ask`; their metrics are registered in `metrics`.
+    pub fn ask_api(
+        &self,
+        config: &AppConfig,
+        accounts: Accounts,
+        redis: Redis,
+        metrics: &Metrics,
+    ) -> AskApi {
+        let chat = ChatClient::new(ChatConfig {
+            base_url: config.ai.base_url.clone(),
+            api_key: config.ai.api_key.clone(),
+            model: config.ask.chat_model.clone(),
+            max_answer_tokens: config.ask.answer_tokens,
+        });
+        let parts = AskParts {
+            accounts,
+            redis,
+            searcher: self.api.searcher(),
+            chat,
+            config: config.ask.clone(),
+            public_url: config.domain.public_url.clone(),
+        };
+        AskApi::new(parts, metrics)
     }
 
     /// A check for `/readyz` that never makes the service unready: code search is optional, so

@@ -381,6 +381,81 @@ impl CodeSearchConfig {
     }
 }
 
+/// Ask-the-code: answers about repositories from their code, by the chat model of the AI API.
+///
+/// | variable | default | meaning |
+/// |---|---|---|
+/// | `APP_AI_CHAT_MODEL` | `gpt-4o-mini` | the chat model asked |
+/// | `APP_AI_CONTEXT_TOKENS` | `8000` | the prompt's budget: instructions, earlier turns, quoted code and question, and the answer |
+/// | `APP_AI_ANSWER_TOKENS` | `1024` | the most tokens one answer may have (within the budget) |
+/// | `APP_AI_TIMEOUT_SECONDS` | `60` | the longest one answer may take, first token to last |
+/// | `APP_AI_QUESTION_MAX_CHARS` | `4000` | the longest question accepted |
+/// | `APP_AI_ASKS_PER_MINUTE` | `10` | questions one user may ask a minute |
+/// | `APP_AI_DAILY_TOKENS` | `200000` | tokens (prompt and answer) one user may spend a day (UTC) |
+/// | `APP_AI_CONVERSATION_HOURS` | `24` | how long a conversation is kept after its last turn |
+#[derive(Clone, Debug)]
+pub struct AskConfig {
+    /// The chat model.
+    pub chat_model: String,
+    /// The token budget of one prompt, answer included.
+    pub context_tokens: u32,
+    /// The most tokens of one answer.
+    pub answer_tokens: u32,
+    /// The longest one answer may take.
+    pub timeout: std::time::Duration,
+    /// The longest question, in characters.
+    pub question_max_chars: u32,
+    /// Questions per user per minute.
+    pub asks_per_minute: u32,
+    /// Tokens per user per day.
+    pub daily_tokens: u64,
+    /// How long a conversation is kept after its last turn.
+    pub conversation_ttl: std::time::Duration,
+}
+
+impl AskConfig {
+    /// Reads the section, recording problems in `env`.
+    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
+        let chat_model = env.or_default("APP_AI_CHAT_MODEL", "gpt-4o-mini".to_owned(), |raw| {
+            let raw = raw.trim();
+            if raw.is_empty() { Err("must name a model".to_owned()) } else { Ok(raw.to_owned()) }
+        });
+        let context_tokens: Option<u32> =
+            env.or_default("APP_AI_CONTEXT_TOKENS", 8000, parse_positive);
+        let answer_tokens: Option<u32> =
+            env.or_default("APP_AI_ANSWER_TOKENS", 1024, parse_positive);
+        let timeout: Option<u32> = env.or_default("APP_AI_TIMEOUT_SECONDS", 60, parse_positive);
+        let question_max_chars: Option<u32> =
+            env.or_default("APP_AI_QUESTION_MAX_CHARS", 4000, parse_positive);
+        let asks_per_minute: Option<u32> =
+            env.or_default("APP_AI_ASKS_PER_MINUTE", 10, parse_positive);
+        let daily_tokens: Option<u64> =
+            env.or_default("APP_AI_DAILY_TOKENS", 200_000, parse_positive);
+        let hours: Option<u32> = env.or_default("APP_AI_CONVERSATION_HOURS", 24, parse_positive);
+        let (context_tokens, answer_tokens) = (context_tokens?, answer_tokens?);
+        if answer_tokens.saturating_mul(2) > context_tokens {
+            env.problem(
+                "APP_AI_ANSWER_TOKENS",
+                format!(
+                    "{answer_tokens} leaves too little of APP_AI_CONTEXT_TOKENS ({context_tokens}) \
+                     for the question and the code: at most half of it"
+                ),
+            );
+            return None;
+        }
+        Some(Self {
+            chat_model: chat_model?,
+            context_tokens,
+            answer_tokens,
+            timeout: std::time::Duration::from_secs(u64::from(timeout?)),
+            question_max_chars: question_max_chars?,
+            asks_per_minute: asks_per_minute?,
+            daily_tokens: daily_tokens?,
+            conversation_ttl: std::time::Duration::from_secs(u64::from(hours?) * 3600),
+        })
+    }
+}
+
 /// The Qdrant vector database: `APP_QDRANT_URL` and `APP_QDRANT_API_KEY`, both optional;
 /// code search uses the embedded store when the URL is unset.
 #[derive(Clone, Debug)]

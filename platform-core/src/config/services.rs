@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use super::{GitLimitsConfig, UploadLimitsConfig, WebhookConfig};
 
 use super::{
-    AiConfig, CodeSearchConfig, ConfigError, DatabaseConfig, DomainConfig, EmbeddingConfig,
-    EnvReader, HttpConfig, NatsConfig, QdrantConfig, RedisConfig, Sections, SessionConfig,
-    SmtpConfig, SshConfig, StorageRoots, TelemetryConfig, process_env,
+    AiConfig, AskConfig, CodeSearchConfig, ConfigError, DatabaseConfig, DomainConfig,
+    EmbeddingConfig, EnvReader, HttpConfig, NatsConfig, QdrantConfig, RedisConfig, Sections,
+    SessionConfig, SmtpConfig, SshConfig, StorageRoots, TelemetryConfig, process_env,
 };
 
 /// The chart's port of each service.
@@ -70,6 +70,8 @@ pub struct AppConfig {
     pub uploads: UploadLimitsConfig,
     /// The chat and embedding API.
     pub ai: AiConfig,
+    /// Ask-the-code.
+    pub ask: AskConfig,
     /// The embedding model.
     pub embedding: EmbeddingConfig,
     /// Qdrant.
@@ -109,20 +111,21 @@ impl AppConfig {
         let embedding = EmbeddingConfig::read(&mut env, ai.as_ref());
         let qdrant = QdrantConfig::read(&mut env);
         let code_search = CodeSearchConfig::read(&mut env);
+        let ask = AskConfig::read(&mut env);
         let webhooks = WebhookConfig::read(&mut env);
         let (
             (telemetry, http, database, redis, nats, domain, session),
             (repos_root, avatar_path, storage_path, uploads),
             ai,
             embedding,
-            (qdrant, code_search),
+            (qdrant, code_search, ask),
             webhooks,
         ) = env.finish((
             services.complete(),
             roots.complete(),
             ai,
             embedding,
-            (qdrant, code_search).complete(),
+            (qdrant, code_search, ask).complete(),
             webhooks,
         ))?;
         Ok(Self {
@@ -141,6 +144,7 @@ impl AppConfig {
             embedding,
             qdrant,
             code_search,
+            ask,
             webhooks,
         })
     }
