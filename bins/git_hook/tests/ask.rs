@@ -275,3 +275,172 @@ async fn answers_stream_with_citations_of_retrieved_chunks_only_to_readers() -> 
     );
     Ok(())
 }
+
+/// `GET path` as `user`: the status and the body as JSON.
+async fn get(app: &ServiceProcess, user: &User, path: &str) -> anyhow::Result<(u16, Value)> {
+    let response =
+        reqwest::Client::new().get(app.url(path)).bearer_auth(&user.token).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_ups_limits_budgets_and_a_failing_chat_model() -> anyhow::Result<()> {
+    let deployment = Deployment::new().await?;
+    let chat = ChatServer::start(model_dir("PLATFORM_TEST_CHAT_MODEL_DIR")?.as_ref()).await?;
+    let limits = [
+        ("APP_AI_ASKS_PER_MINUTE", "5"),
+        ("APP_AI_QUESTION_MAX_CHARS", "200"),
+        ("APP_AI_FIRST_TOKEN_SECONDS", "10"),
+    ];
+    let app = start_app(&deployment, &ask_env(&deployment, &chat, &limits)?).await?;
+    let gitserver = deployment.gitserver().await?;
+    let _git_hook = deployment.git_hook(&[]).await?;
+    let bob = deployment.user("bob", true).await?;
+    let carol = deployment.user("carol", true).await?;
+    deployment.repo(&bob, "tools", false).await?;
+    let tools =
+        push(&deployment, &gitserver, &bob, "bob/tools", &[("src/session.rs", SESSION_RS)])?;
+    wait_indexed(&app, &bob, "bob/tools", &tools).await?;
+    let ask = |question: &str, conversation: Option<&str>| json!({"question": question, "conversation_id": conversation});
+
+    // A follow-up carries the earlier turn, and the conversation is kept for its user only.
+    let (status, _, body) = post(
+        &app,
+        &bob,
+        "/api/repos/bob/tools/ask",
+        ask("Where are expired sessions removed?", None),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let first: Value = serde_json::from_str(&body)?;
+    let conversation = first["conversation_id"].as_str().unwrap_or_default().to_owned();
+    let (status, _, body) = post(
+        &app,
+        &bob,
+        "/api/repos/bob/tools/ask",
+        ask("And what does it keep?", Some(&conversation)),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let second: Value = serde_json::from_str(&body)?;
+    assert_eq!(second["conversation_id"], conversation.as_str());
+    let sent = chat.recorded().last().cloned().ok_or_else(|| anyhow::anyhow!("no prompt"))?;
+    let roles: Vec<&str> = sent.messages.iter().map(|message| message.role.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(sent.messages[1].content, "Where are expired sessions removed?");
+    assert_eq!(sent.messages[2].content, first["answer"].as_str().unwrap_or_default());
+    let (status, stored) =
+        get(&app, &bob, &format!("/api/ask/conversations/{conversation}")).await?;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["turns"].as_array().map(Vec::len), Some(2), "{stored}");
+    assert_eq!(stored["repositories"], json!(["bob/tools"]));
+    let (status, _) = get(&app, &carol, &format!("/api/ask/conversations/{conversation}")).await?;
+    assert_eq!(status, 404, "another user's conversation");
+    let (status, _, _) =
+        post(&app, &carol, "/api/repos/bob/tools/ask", ask("Who?", Some(&conversation))).await?;
+    assert_eq!(status, 404, "another user's conversation cannot be continued");
+
+    // Usage is recorded per user and counted in the metrics.
+    let (_, usage) = get(&app, &bob, "/api/user/ai-usage").await?;
+    assert_eq!(usage["requests"], 2, "{usage}");
+    let spent = usage["prompt_tokens"].as_u64().unwrap_or(0);
+    let recorded_prompt = first["usage"]["prompt_tokens"].as_u64().unwrap_or(0)
+        + second["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+    assert_eq!(spent, recorded_prompt, "{usage}");
+    let metrics = reqwest::get(app.url("/metrics")).await?.text().await?;
+    let counted = metrics
+        .lines()
+        .find(|line| line.starts_with("ask_tokens_total{kind=\"prompt\"}"))
+        .unwrap_or_default();
+    assert!(counted.ends_with(&format!(" {spent}")), "{counted:?} in\n{metrics}");
+    assert!(metrics.contains("ask_requests_total{outcome=\"answered\"} 2"), "{metrics}");
+
+    // A question too long is refused, naming the field.
+    let (status, _, body) =
+        post(&app, &carol, "/api/repos/bob/tools/ask", ask(&"why ".repeat(60), None)).await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("\"field\":\"question\"") && body.contains("200 characters"), "{body}");
+
+    // The model's own error is passed on, without the key or the address.
+    chat.fail_next(1, 400, "This model's maximum context length is 42 tokens");
+    let (status, _, body) =
+        post(&app, &carol, "/api/repos/bob/tools/ask", ask("Where are sessions?", None)).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("maximum context length is 42 tokens"), "{body}");
+    assert!(
+        !body.contains("sk-test") && !body.contains(chat.url()) && !body.contains("127.0.0.1"),
+        "{body}"
+    );
+
+    // A model slower than the timeout: 503 within it.
+    chat.set_first_token_delay(Duration::from_secs(60));
+    let started = Instant::now();
+    let (status, _, body) =
+        post(&app, &carol, "/api/repos/bob/tools/ask", ask("Where are sessions?", None)).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(body.contains("did not answer within 10 s"), "{body}");
+    chat.set_first_token_delay(Duration::ZERO);
+
+    // Per-minute limit (5): carol has asked three times (the conversation not hers, the model's
+    // error, the slow model; the question too long was refused before counting); two more are
+    // answered, the sixth is refused with Retry-After.
+    for _ in 0..2 {
+        let (status, _, body) =
+            post(&app, &carol, "/api/repos/bob/tools/ask", ask("Where are sessions?", None))
+                .await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, headers, body) =
+        post(&app, &carol, "/api/repos/bob/tools/ask", ask("Where are sessions?", None)).await?;
+    assert_eq!(status, 429, "{body}");
+    let wait: u64 = headers["retry-after"].to_str()?.parse()?;
+    assert!((1..=60).contains(&wait), "{wait}");
+
+    // A killed chat server: 503 within the timeout, naming the chat model; search still works.
+    chat.stop();
+    let started = Instant::now();
+    let (status, _, body) =
+        post(&app, &bob, "/api/repos/bob/tools/ask", ask("Where are sessions?", None)).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(body.contains("chat model") && !body.contains("127.0.0.1"), "{body}");
+    let (status, _) = get(&app, &bob, "/api/search/code?q=expire_sessions").await?;
+    assert_eq!(status, 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_daily_budget_is_429_until_midnight() -> anyhow::Result<()> {
+    let deployment = Deployment::new().await?;
+    let chat = ChatServer::start(model_dir("PLATFORM_TEST_CHAT_MODEL_DIR")?.as_ref()).await?;
+    let app =
+        start_app(&deployment, &ask_env(&deployment, &chat, &[("APP_AI_DAILY_TOKENS", "200")])?)
+            .await?;
+    let gitserver = deployment.gitserver().await?;
+    let _git_hook = deployment.git_hook(&[]).await?;
+    let bob = deployment.user("bob", true).await?;
+    deployment.repo(&bob, "tools", false).await?;
+    let tools =
+        push(&deployment, &gitserver, &bob, "bob/tools", &[("src/session.rs", SESSION_RS)])?;
+    wait_indexed(&app, &bob, "bob/tools", &tools).await?;
+    let question = json!({"question": "Where are expired sessions removed?"});
+    let (status, _, body) = post(&app, &bob, "/api/repos/bob/tools/ask", question.clone()).await?;
+    assert_eq!(status, 200, "{body}");
+    let (_, usage) = get(&app, &bob, "/api/user/ai-usage").await?;
+    assert_eq!(usage["remaining_tokens"], 0, "one answer spends more than 200 tokens: {usage}");
+    let asked = chat.recorded().len();
+    let (status, headers, body) = post(&app, &bob, "/api/repos/bob/tools/ask", question).await?;
+    assert_eq!(status, 429, "{body}");
+    let wait: u64 = headers["retry-after"].to_str()?.parse()?;
+    let now = chrono::Utc::now();
+    let midnight = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .map(|m| m.and_utc())
+        .unwrap_or(now);
+    let expected = u64::try_from((midnight - now).num_seconds()).unwrap_or(0);
+    assert!(wait.abs_diff(expected) <= 5, "Retry-After {wait}, midnight in {expected}");
+    assert_eq!(chat.recorded().len(), asked, "nothing sent once the budget is spent");
+    Ok(())
+}

@@ -388,7 +388,8 @@ impl CodeSearchConfig {
 /// | `APP_AI_CHAT_MODEL` | `gpt-4o-mini` | the chat model asked |
 /// | `APP_AI_CONTEXT_TOKENS` | `8000` | the prompt's budget: instructions, earlier turns, quoted code and question, and the answer |
 /// | `APP_AI_ANSWER_TOKENS` | `1024` | the most tokens one answer may have (within the budget) |
-/// | `APP_AI_TIMEOUT_SECONDS` | `60` | the longest one answer may take, first token to last |
+/// | `APP_AI_FIRST_TOKEN_SECONDS` | `20` | the longest wait for the answer to start |
+/// | `APP_AI_TIMEOUT_SECONDS` | `60` | the longest one answer may take, question to last token |
 /// | `APP_AI_QUESTION_MAX_CHARS` | `4000` | the longest question accepted |
 /// | `APP_AI_ASKS_PER_MINUTE` | `10` | questions one user may ask a minute |
 /// | `APP_AI_DAILY_TOKENS` | `200000` | tokens (prompt and answer) one user may spend a day (UTC) |
@@ -401,6 +402,8 @@ pub struct AskConfig {
     pub context_tokens: u32,
     /// The most tokens of one answer.
     pub answer_tokens: u32,
+    /// The longest wait for the answer to start.
+    pub first_token_timeout: std::time::Duration,
     /// The longest one answer may take.
     pub timeout: std::time::Duration,
     /// The longest question, in characters.
@@ -424,6 +427,8 @@ impl AskConfig {
             env.or_default("APP_AI_CONTEXT_TOKENS", 8000, parse_positive);
         let answer_tokens: Option<u32> =
             env.or_default("APP_AI_ANSWER_TOKENS", 1024, parse_positive);
+        let first_token: Option<u32> =
+            env.or_default("APP_AI_FIRST_TOKEN_SECONDS", 20, parse_positive);
         let timeout: Option<u32> = env.or_default("APP_AI_TIMEOUT_SECONDS", 60, parse_positive);
         let question_max_chars: Option<u32> =
             env.or_default("APP_AI_QUESTION_MAX_CHARS", 4000, parse_positive);
@@ -447,6 +452,7 @@ impl AskConfig {
             chat_model: chat_model?,
             context_tokens,
             answer_tokens,
+            first_token_timeout: std::time::Duration::from_secs(u64::from(first_token?)),
             timeout: std::time::Duration::from_secs(u64::from(timeout?)),
             question_max_chars: question_max_chars?,
             asks_per_minute: asks_per_minute?,

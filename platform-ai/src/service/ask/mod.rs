@@ -445,7 +445,8 @@ impl AskApi {
         };
         let prompt = ask::build(&question, &history, sources, budget)
             .map_err(|error| ApiError::invalid("question", error.to_string()))?;
-        let answer = match self.chat.stream(&prompt.messages, self.config.timeout).await {
+        let first_within = self.config.first_token_timeout.min(self.config.timeout);
+        let answer = match self.chat.stream(&prompt.messages, first_within).await {
             Ok(answer) => answer,
             Err(error) => {
                 self.metrics.finished(Outcome::for_chat(&error));
