@@ -22,10 +22,13 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
 fi
 
 cargo build --locked --quiet -p app
+cargo build --locked --quiet -p platform-test-support --bin chat-server
 work=$(mktemp -d)
 app_pid=
+chat_pid=
 cleanup() {
-  if [ -n "$app_pid" ]; then kill -TERM "$app_pid" 2>/dev/null || true; wait "$app_pid" 2>/dev/null || true; fi
+  local pid
+  for pid in $app_pid $chat_pid; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -38,6 +41,15 @@ redis-cli -u "$redis_url" flushdb >/dev/null
 psql "$PLATFORM_TEST_DATABASE_URL" -qc "CREATE DATABASE $database" >/dev/null
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base=http://127.0.0.1:$port
+# Ask answers from the local chat model (SmolLM2), briefly: the fuzzer asks many questions.
+chat_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$root/target/debug/chat-server" --model "$("$root/scripts/models.sh" dir SmolLM2-135M-Instruct)" \
+  --addr "127.0.0.1:$chat_port" >"$work/chat.log" 2>&1 &
+chat_pid=$!
+for _ in $(seq 1 150); do
+  curl -sf "http://127.0.0.1:$chat_port/v1/models" >/dev/null && break
+  sleep 0.2
+done
 
 # Webhook payload URLs are resolved when a hook is saved (the SSRF guard): the fuzzer makes up
 # host names, and looking them up must not leave this machine. With root, app runs in a mount
@@ -57,7 +69,8 @@ APP_REDIS_URL=$redis_url \
 APP_DOMAIN_URL=$base \
 APP_SESSION_SECRET=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(48)).decode())') \
 APP_REPOS_ROOT=$work/repos APP_AVATAR_PATH=$work/avatars STORAGE_PATH=$work/files \
-APP_AI_BASIC_URL=http://127.0.0.1:9/v1 APP_AI_API_KEY=unused \
+APP_AI_BASIC_URL=http://127.0.0.1:$chat_port/v1 APP_AI_API_KEY=unused \
+APP_AI_CONTEXT_TOKENS=600 APP_AI_ANSWER_TOKENS=8 APP_AI_ASKS_PER_MINUTE=4 \
 APP_EMBED_MODEL_PATH=$("$root/scripts/models.sh" dir all-MiniLM-L6-v2) APP_CODE_INDEX_PATH=$work/code-index \
   "${isolate[@]}" "$root/target/debug/app" >"$work/app.log" 2>&1 &
 app_pid=$!
@@ -91,7 +104,7 @@ checks=not_a_server_error,status_code_conformance,content_type_conformance,respo
 run() {
   # From the scratch directory, where schemathesis keeps its example cache.
   (cd "$work" && "$venv/bin/schemathesis" run "$base/api/openapi.json" --checks "$checks" --workers 2 \
-    --no-color --seed "${API_CHECK_SEED:-20261125}" --generation-deterministic "$@")
+    --no-color --seed "${API_CHECK_SEED:-20261125}" --generation-deterministic --request-timeout 60 "$@")
 }
 echo "schemathesis: authenticated ($examples examples per operation)"
 run --max-examples "$examples" -H "Authorization: Bearer $token"

@@ -37,9 +37,16 @@
 # replicas once the pause is lifted, against reqwest posting the same bodies, headers and
 # signatures with 40 requests in flight (one per hook, as the engine sends), the receiver
 # answering after 50 ms and at once; median of BENCH_HOOKS_RUNS (3). Goal: at least 0.8x.
+#
+# ask (method at the top of bins/app/benches/ask.rs; about 5 minutes): a streamed answer's time
+# to first token and total time through app (a real process, the local MiniLM model and embedded
+# store, platform-ai's src/ indexed) against test-support's chat server (SmolLM2, greedy) sent
+# the same prompt directly; medians of BENCH_ASK_RUNS (15). Goal: overhead under 150 ms p50.
+# Built in the dev profile, as the tests are (the model crates are optimised there too):
+# APP_BIN=target/release/app measures a release app.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/bench.sh queue|git|browse|static|hooks|search|search-speed}
+name=${1:?usage: scripts/bench.sh queue|git|browse|static|hooks|search|search-speed|ask}
 if [ "$name" = static ]; then exec scripts/bench-static.sh; fi
 scripts/services.sh install
 work=$(mktemp -d)
@@ -58,5 +65,9 @@ case $name in
     ;;
   search) cargo bench --locked -p platform-ai --bench search_quality ;;
   search-speed) cargo bench --locked -p platform-ai --bench search_speed ;;
-  *) echo "usage: scripts/bench.sh queue|git|browse|static|hooks|search|search-speed" >&2; exit 2 ;;
+  ask)
+    cargo build --locked -p app
+    cargo bench --locked --profile dev -p app --bench ask
+    ;;
+  *) echo "usage: scripts/bench.sh queue|git|browse|static|hooks|search|search-speed|ask" >&2; exit 2 ;;
 esac

@@ -9,7 +9,9 @@
 # State (databases, repositories, secrets, logs) lives in $PLATFORM_RUN_DIR (default .run/).
 # Variables already set in the environment win over the generated ones, so
 # APP_AI_BASIC_URL=... APP_AI_API_KEY=... scripts/run.sh points the AI features at a real API;
-# code search embeds with the local MiniLM model unless APP_EMBED_MODEL_NAME/_BASE_URL are set.
+# without them ask-the-code answers from a small local chat model (SmolLM2-135M, whose answers are
+# weak). Code search embeds with the local MiniLM model unless APP_EMBED_MODEL_NAME/_BASE_URL
+# are set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -76,8 +78,19 @@ export APP_DOMAIN_URL=${APP_DOMAIN_URL:-http://localhost:${port[app]}}
 export APP_DATABASE_URL="${PLATFORM_TEST_DATABASE_URL%/*}/$psql_db"
 export APP_REDIS_URL=$PLATFORM_TEST_REDIS_URL
 export NATS_URL=${NATS_URL:-$PLATFORM_TEST_NATS_URL}
-# An OpenAI-compatible API on this machine (Ollama's default address) unless told otherwise.
-export APP_AI_BASIC_URL=${APP_AI_BASIC_URL:-http://127.0.0.1:11434/v1}
+if [ -z "${APP_AI_BASIC_URL:-}" ]; then
+  # No chat API given: SmolLM2-135M-Instruct in a local OpenAI-compatible server, so that ask
+  # works on one machine. Its answers are weak; set APP_AI_BASIC_URL for a real model.
+  chat_port=11434
+  $smoke && chat_port=$(free_port)
+  "$bin/chat-server" --model "$(scripts/models.sh dir SmolLM2-135M-Instruct)" \
+    --addr "127.0.0.1:$chat_port" >"$run_dir/logs/chat-server.log" 2>&1 &
+  pids+=($!)
+  export APP_AI_BASIC_URL=http://127.0.0.1:$chat_port/v1
+  export APP_AI_CHAT_MODEL=${APP_AI_CHAT_MODEL:-smollm2-135m-instruct}
+  # The small model reads 8,192 tokens at most and writes slowly on a CPU.
+  export APP_AI_CONTEXT_TOKENS=${APP_AI_CONTEXT_TOKENS:-3000} APP_AI_ANSWER_TOKENS=${APP_AI_ANSWER_TOKENS:-256}
+fi
 export APP_AI_API_KEY=${APP_AI_API_KEY:-local}
 # Code search with nothing configured: the MiniLM model in-process (installed by
 # scripts/models.sh) and the embedded vector store, owned by app, so no Qdrant and no API.
@@ -127,9 +140,20 @@ done
 printf '  %-19s %s\n' "PostgreSQL" "$APP_DATABASE_URL" "Redis" "$APP_REDIS_URL" "NATS" "$NATS_URL" \
   "SMTP" "$APP_SMTP_HOST:$APP_SMTP_PORT"
 [ -d "$run_dir/mail" ] && printf '  %-19s %s\n' "sent mail" "$run_dir/mail/*.json"
+printf '  %-19s %s (%s)\n' "chat model" "$APP_AI_BASIC_URL" "${APP_AI_CHAT_MODEL:-gpt-4o-mini}"
 
 if $smoke; then
   echo "run.sh: all six services answered 200 on /readyz"
+  if [ -n "${chat_port:-}" ]; then
+    chat_ready=false
+    for _ in $(seq 1 100); do
+      curl -sf "$APP_AI_BASIC_URL/models" >/dev/null && { chat_ready=true; break; }
+      sleep 0.2
+    done
+    $chat_ready || { echo "run.sh: the local chat model does not answer; its log:" >&2
+      tail -20 "$run_dir/logs/chat-server.log" >&2; exit 1; }
+    echo "run.sh: the local chat model answers at $APP_AI_BASIC_URL"
+  fi
   # What app stores under APP_AVATAR_PATH is what static_server serves, and a repository's
   # files are not.
   mkdir -p "$APP_AVATAR_PATH" "$APP_REPOS_ROOT/smoke"

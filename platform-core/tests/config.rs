@@ -293,3 +293,25 @@ fn webhook_allowed_hosts_are_read_and_a_bad_entry_is_named() {
         "{error}"
     );
 }
+
+#[test]
+fn ask_settings_have_stated_defaults_and_bad_values_are_named() {
+    let (key, _) = keygen("ed25519", &[]);
+    let mut env = full_env(&key);
+    let config = AppConfig::from_env_map(&env).expect("defaults load");
+    assert_eq!(config.ask.chat_model, "gpt-4o-mini");
+    assert_eq!((config.ask.context_tokens, config.ask.answer_tokens), (8000, 1024));
+    assert_eq!(config.ask.first_token_timeout, std::time::Duration::from_secs(20));
+    assert_eq!(config.ask.timeout, std::time::Duration::from_secs(60));
+    assert_eq!((config.ask.asks_per_minute, config.ask.daily_tokens), (10, 200_000));
+    assert_eq!(config.ask.question_max_chars, 4000);
+    assert_eq!(config.ask.conversation_ttl, std::time::Duration::from_secs(24 * 3600));
+
+    env.insert("APP_AI_CONTEXT_TOKENS".into(), "1000".into());
+    env.insert("APP_AI_ANSWER_TOKENS".into(), "600".into());
+    env.insert("APP_AI_DAILY_TOKENS".into(), "lots".into());
+    let error = AppConfig::from_env_map(&env).expect_err("invalid").to_string();
+    assert!(error.contains("APP_AI_ANSWER_TOKENS") && error.contains("at most half"), "{error}");
+    assert!(error.contains("APP_AI_DAILY_TOKENS"), "{error}");
+    assert_no_secret(&error, &key);
+}

@@ -181,6 +181,17 @@ pub struct AskAnswer {
     pub usage: Usage,
 }
 
+/// One Server-Sent Event of a streamed answer, as the OpenAPI document describes the stream.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AskEvent {
+    /// `start` ([`AskStart`]), `token` (`{"text"}`), `done` ([`AskAnswer`]) or `error`
+    /// (`{"error": {"code", "message"}}`).
+    #[schema(pattern = "^(start|token|done|error)$")]
+    pub event: String,
+    /// The event's JSON.
+    pub data: String,
+}
+
 /// The first event of a stream.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AskStart {
@@ -252,7 +263,7 @@ fn wants_stream(flag: Option<bool>, headers: &HeaderMap) -> bool {
     params(RepoPath),
     request_body = AskRequest,
     responses(
-        (status = 200, description = "The answer with its citations (JSON), or a stream of `start`, `token` and `done` events (`text/event-stream`)", body = AskAnswer),
+        (status = 200, description = "The answer with its citations (JSON), or a stream of `start`, `token` and `done` events (`text/event-stream`)", content((AskAnswer = "application/json"), (AskEvent = "text/event-stream"))),
         (status = 400, description = "Malformed request body", body = ErrorBody),
         (status = 401, description = "No valid session or token", body = ErrorBody),
         (status = 403, description = "A missing CSRF token or repo:read scope", body = ErrorBody),
@@ -284,7 +295,7 @@ pub(super) async fn ask_repository(
     tag = "ask",
     request_body = AskAcrossRequest,
     responses(
-        (status = 200, description = "The answer with its citations (JSON), or a stream of `start`, `token` and `done` events (`text/event-stream`)", body = AskAnswer),
+        (status = 200, description = "The answer with its citations (JSON), or a stream of `start`, `token` and `done` events (`text/event-stream`)", content((AskAnswer = "application/json"), (AskEvent = "text/event-stream"))),
         (status = 400, description = "Malformed request body", body = ErrorBody),
         (status = 401, description = "No valid session or token", body = ErrorBody),
         (status = 403, description = "A missing CSRF token or repo:read scope", body = ErrorBody),
