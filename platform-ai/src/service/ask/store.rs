@@ -91,18 +91,18 @@ pub(super) async fn find(
     }))
 }
 
-/// Starts a conversation of `user_id` about `repository_ids` (sorted), and deletes every
+/// Starts conversation `id` of `user_id` about `repository_ids` (sorted), and deletes every
 /// conversation that has expired.
 pub(super) async fn create(
     conn: &mut AsyncPgConnection,
+    id: Uuid,
     user_id: i64,
     repository_ids: &[i64],
     ttl: Duration,
-) -> Result<Uuid> {
+) -> Result<()> {
     diesel::sql_query("DELETE FROM ask_conversations WHERE expires_at <= now()")
         .execute(conn)
         .await?;
-    let id = Uuid::new_v4();
     diesel::sql_query(
         "INSERT INTO ask_conversations (id, user_id, repository_ids, expires_at) \
          VALUES ($1, $2, $3, now() + $4)",
@@ -113,7 +113,7 @@ pub(super) async fn create(
     .bind::<Interval, _>(interval(ttl))
     .execute(conn)
     .await?;
-    Ok(id)
+    Ok(())
 }
 
 /// What one answered question leaves behind.
