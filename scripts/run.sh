@@ -88,8 +88,9 @@ if [ -z "${APP_AI_BASIC_URL:-}" ]; then
   pids+=($!)
   export APP_AI_BASIC_URL=http://127.0.0.1:$chat_port/v1
   export APP_AI_CHAT_MODEL=${APP_AI_CHAT_MODEL:-smollm2-135m-instruct}
-  # The small model reads 8,192 tokens at most and writes slowly on a CPU.
-  export APP_AI_CONTEXT_TOKENS=${APP_AI_CONTEXT_TOKENS:-3000} APP_AI_ANSWER_TOKENS=${APP_AI_ANSWER_TOKENS:-256}
+  # On a CPU the small model reads a prompt at about 200 tokens a second and writes slowly.
+  export APP_AI_CONTEXT_TOKENS=${APP_AI_CONTEXT_TOKENS:-2000} APP_AI_ANSWER_TOKENS=${APP_AI_ANSWER_TOKENS:-256}
+  export APP_AI_FIRST_TOKEN_SECONDS=${APP_AI_FIRST_TOKEN_SECONDS:-60} APP_AI_TIMEOUT_SECONDS=${APP_AI_TIMEOUT_SECONDS:-120}
 fi
 export APP_AI_API_KEY=${APP_AI_API_KEY:-local}
 # Code search with nothing configured: the MiniLM model in-process (installed by
