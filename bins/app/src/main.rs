@@ -1,7 +1,5 @@
 //! `app` (port 3000): the main API server.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use platform_ai::service::AppCodeSearch;
 use platform_core::accounts::{self, Accounts};
@@ -60,15 +58,13 @@ async fn main() -> anyhow::Result<()> {
         limits,
     );
     let code_search = AppCodeSearch::open(&config, accounts.clone(), queue.clone()).await?;
-    let ask = code_search.ask_api(&config, accounts.clone(), redis.clone(), shell.metrics());
+    let search_and_ask =
+        code_search.routes(&config, accounts.clone(), redis.clone(), shell.metrics());
     let routes = accounts::api(accounts)
         .merge(platform_git::api::api(repos))
         .merge(platform_storage::api::api(uploads))
-        .merge(platform_ai::service::api(code_search.api.clone()))
-        .merge(platform_ai::service::ask::api(ask));
-    // A whole answer of the chat model may take longer than the usual 30 s.
-    let request_timeout =
-        Some(Duration::from_secs(30).max(config.ask.timeout + Duration::from_secs(5)));
+        .merge(search_and_ask);
+    let request_timeout = Some(config.ask.request_timeout(RouteLimits::default()));
     let shell = shell
         .with_routes(platform_core::api::documented(routes, "platform", env!("CARGO_PKG_VERSION")))
         // Uploads stream against their own limits; JSON bodies keep axum's 2 MB.

@@ -10,6 +10,7 @@ use platform_core::queue::Queue;
 use platform_core::redis::Redis;
 use platform_core::service::ReadinessCheck;
 use platform_core::telemetry::Metrics;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::{AskApi, AskParts, IndexOnPush, IndexWorker, IndexWorkerOptions, SearchApi, setup};
 use crate::chat::{ChatClient, ChatConfig};
@@ -82,15 +83,15 @@ impl AppCodeSearch {
         Ok(Self { api: SearchApi::new(accounts, searcher, queue), worker, state })
     }
 
-    /// Ask-the-code's routes on this code search, asking the chat model of `config.ai` with
-    /// the limits of `config.ask`; their metrics are registered in `metrics`.
-    pub fn ask_api(
+    /// The code search routes and ask-the-code's on them, asking the chat model of
+    /// `config.ai` with the limits of `config.ask`; ask's metrics are registered in `metrics`.
+    pub fn routes(
         &self,
         config: &AppConfig,
         accounts: Accounts,
         redis: Redis,
         metrics: &Metrics,
-    ) -> AskApi {
+    ) -> OpenApiRouter {
         let chat = ChatClient::new(ChatConfig {
             base_url: config.ai.base_url.clone(),
             api_key: config.ai.api_key.clone(),
@@ -105,7 +106,7 @@ impl AppCodeSearch {
             config: config.ask.clone(),
             public_url: config.domain.public_url.clone(),
         };
-        AskApi::new(parts, metrics)
+        super::api(self.api.clone()).merge(super::ask::api(AskApi::new(parts, metrics)))
     }
 
     /// A check for `/readyz` that never makes the service unready: code search is optional, so

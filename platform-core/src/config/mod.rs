@@ -417,6 +417,13 @@ pub struct AskConfig {
 }
 
 impl AskConfig {
+    /// How long `app`'s API requests may take: `usual`'s limit, or longer when a whole answer
+    /// of the chat model may take longer (its timeout and five seconds to store it).
+    pub fn request_timeout(&self, usual: crate::service::RouteLimits) -> std::time::Duration {
+        let usual = usual.request_timeout.unwrap_or_default();
+        usual.max(self.timeout + std::time::Duration::from_secs(5))
+    }
+
     /// Reads the section, recording problems in `env`.
     pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
         let chat_model = env.or_default("APP_AI_CHAT_MODEL", "gpt-4o-mini".to_owned(), |raw| {
