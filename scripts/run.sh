@@ -113,9 +113,19 @@ export APP_SMTP_PASSWORD=${APP_SMTP_PASSWORD:-local}
 export APP_SESSION_SECRET=${APP_SESSION_SECRET:-$(cat "$secrets/session_secret")}
 export APP_SSH_SERVER_PRIVATE_KEY=${APP_SSH_SERVER_PRIVATE_KEY:-$ssh_key_hex}
 export APP_SSH_PORT=$ssh_port
+# metrics_aggregator scrapes every service (a fixed list here; DNS discovery in the chart) and
+# every service ships its log lines to it. LOKI_URL, when set, is where it forwards them.
+targets=()
+for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
+  targets+=("$name=http://127.0.0.1:${port[$name]}/metrics")
+done
+export APP_METRICS_TARGETS=${APP_METRICS_TARGETS:-$(IFS=,; echo "${targets[*]}")}
+export APP_METRICS_SCRAPE_INTERVAL_SECONDS=${APP_METRICS_SCRAPE_INTERVAL_SECONDS:-5}
+export APP_METRICS_SCRAPE_TIMEOUT_SECONDS=${APP_METRICS_SCRAPE_TIMEOUT_SECONDS:-4}
+export APP_LOG_PUSH_URL=${APP_LOG_PUSH_URL:-http://127.0.0.1:${port[metrics_aggregator]}}
 
 for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
-  APP_HTTP_ADDR="127.0.0.1:${port[$name]}" "$bin/$name" >"$run_dir/logs/$name.log" 2>&1 &
+  APP_INSTANCE="$name-0" APP_HTTP_ADDR="127.0.0.1:${port[$name]}" "$bin/$name" >"$run_dir/logs/$name.log" 2>&1 &
   pids+=($!)
 done
 
@@ -138,6 +148,7 @@ echo "The platform is running (logs in $run_dir/logs):"
 for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
   printf '  %-19s http://127.0.0.1:%s   (/readyz 200)\n' "$name" "${port[$name]}"
 done
+printf '  %-19s %s\n' "all metrics" "http://127.0.0.1:${port[metrics_aggregator]}/metrics/all"
 printf '  %-19s %s\n' "PostgreSQL" "$APP_DATABASE_URL" "Redis" "$APP_REDIS_URL" "NATS" "$NATS_URL" \
   "SMTP" "$APP_SMTP_HOST:$APP_SMTP_PORT"
 [ -d "$run_dir/mail" ] && printf '  %-19s %s\n' "sent mail" "$run_dir/mail/*.json"
@@ -174,6 +185,24 @@ if $smoke; then
       || { echo "run.sh: $name answered without X-Content-Type-Options: nosniff" >&2; exit 1; }
   done
   echo "run.sh: every service answers with X-Content-Type-Options: nosniff"
+  # One scrape of the aggregator shows every service up; it is kept for the dashboards' check.
+  merged="http://127.0.0.1:${port[metrics_aggregator]}/metrics/all"
+  deadline=$(( $(date +%s) + 60 ))
+  for name in app gitserver email_worker git_hook metrics_aggregator static_server; do
+    until curl -sf "$merged" | grep -q "^up{service=\"$name\",instance=\"127.0.0.1:${port[$name]}\"} 1 "; do
+      if [ "$(date +%s)" -ge "$deadline" ]; then
+        echo "run.sh: the aggregator does not show $name up at $merged:" >&2
+        curl -s "$merged" | grep '^up' >&2 || true
+        exit 1
+      fi
+      sleep 0.5
+    done
+  done
+  echo "run.sh: the aggregator's /metrics/all shows all six services up"
+  if [ -n "${PLATFORM_METRICS_DUMP:-}" ]; then
+    curl -sf "$merged" >"$PLATFORM_METRICS_DUMP"
+    echo "run.sh: the merged exposition is in $PLATFORM_METRICS_DUMP ($(grep -c '^# TYPE' "$PLATFORM_METRICS_DUMP") families)"
+  fi
   exit 0
 fi
 echo "Press Ctrl-C to stop."

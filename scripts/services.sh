@@ -38,6 +38,8 @@ install() {
   command -v curl >/dev/null || missing+=(curl)
   command -v runuser >/dev/null || missing+=(util-linux)
   command -v openssl >/dev/null || missing+=(openssl)
+  # The metrics tests scrape the aggregator with a real Prometheus; promtool checks the alerts.
+  { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
   # The capturing SMTP server of the mail tests runs on Debian's Python.
   /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
   # The embedding model the search tests run in-process (and their embeddings test server).
@@ -51,6 +53,11 @@ install() {
   # Debian's postgresql package starts a system cluster; ours run in their own directories.
   if [[ " ${missing[*]} " == *" postgresql "* ]]; then
     $sudo pg_ctlcluster --force "$(ls /usr/lib/postgresql | sort -V | tail -1)" main stop 2>/dev/null || true
+  fi
+  # Debian's prometheus package may start a system server on 9090, the aggregator's port.
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    $sudo pkill -x prometheus 2>/dev/null || true
+    $sudo pkill -x prometheus-node-exporter 2>/dev/null || true
   fi
 }
 

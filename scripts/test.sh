@@ -65,6 +65,8 @@ step "the API against its OpenAPI document (schemathesis)"
 scripts/api-check.sh 2>&1 | tee "$work/api-check.log"
 
 step "all six services, started the way scripts/run.sh starts them"
+# The aggregator's merged exposition of that run: what the dashboards and alerts may query.
+export PLATFORM_METRICS_DUMP="$work/metrics.txt"
 scripts/run.sh --smoke
 
 step "the Helm chart"

@@ -1,5 +1,7 @@
 """Checks of the Helm chart, rendered by the real helm binary (HELM, default `helm`)."""
 
+import glob
+import json
 import os
 import subprocess
 import unittest
@@ -48,6 +50,32 @@ def render_error(*sets):
 def container(objects, service):
     deployment = objects[("Deployment", f"deploy-{SERVICES[service][0]}")]
     return deployment, deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def environment(objects, service):
+    """The container's env as {name: entry}."""
+    _, main = container(objects, service)
+    names = [e["name"] for e in main["env"]]
+    if len(names) != len(set(names)):
+        raise AssertionError(f"{service} has duplicate environment variables: {names}")
+    return {e["name"]: e for e in main["env"]}
+
+
+def selects(selector, labels):
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions) selects `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
 
 
 class Services(unittest.TestCase):
@@ -238,10 +266,215 @@ class Schema(unittest.TestCase):
         self.assertIn("Additional property foo is not allowed", render_error("services.foo.replicas=1"))
         self.assertIn("targetCPUUtilization", render_error("services.app.autoscaling.targetCPUUtilization=0"))
 
-    def test_service_monitor_is_optional(self):
-        self.assertFalse([k for k in render() if k[0] == "ServiceMonitor"])
-        monitor = render("serviceMonitor.enabled=true")[("ServiceMonitor", "deploy")]
-        self.assertEqual(monitor["spec"]["endpoints"][0]["path"], "/metrics")
+    def test_new_sections_reject_unknown_keys_and_bad_values(self):
+        self.assertIn("Additional property foo is not allowed", render_error("dashboards.foo=1"))
+        self.assertIn("Additional property foo is not allowed", render_error("prometheusRule.foo=1"))
+        self.assertIn("Additional property foo is not allowed", render_error("logPush.foo=1"))
+        self.assertIn("scrapeIntervalSeconds", render_error("metricsAggregator.scrapeIntervalSeconds=abc"))
+        self.assertIn("staticTargets", render_error("metricsAggregator.staticTargets[0]=http://no-service:1"))
+        self.assertIn("logPush.url", render_error("logPush.url=aggregator:9090"))
+
+
+class Discovery(unittest.TestCase):
+    """metrics_aggregator finds every pod of every service through headless Services."""
+
+    def test_every_service_has_a_headless_service_of_its_ready_pods(self):
+        objects = render()
+        for service, (name, port, _, _) in SERVICES.items():
+            headless = objects[("Service", f"deploy-{name}-pods")]
+            spec = headless["spec"]
+            self.assertEqual(spec["clusterIP"], "None", service)
+            self.assertIs(spec["publishNotReadyAddresses"], False, service)
+            self.assertEqual(spec["ports"], [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}])
+            self.assertEqual(spec["selector"], objects[("Service", f"deploy-{name}")]["spec"]["selector"])
+            self.assertEqual(headless["metadata"]["labels"]["platform/headless"], "true")
+            self.assertNotIn("type", spec)
+
+    def test_the_aggregator_discovers_all_six_services_by_srv_records(self):
+        objects = render()
+        env = environment(objects, "metrics_aggregator")
+        entries = dict(entry.split("=", 1) for entry in env["APP_METRICS_DISCOVERY"]["value"].split(","))
+        self.assertEqual(entries, {s: f"_http._tcp.deploy-{name}-pods" for s, (name, *_) in SERVICES.items()})
+        # Each SRV name is _<port name>._tcp.<headless Service>: one that exists, with that port.
+        for srv in entries.values():
+            port_name, protocol, service_name = srv.split(".", 2)
+            headless = objects[("Service", service_name)]
+            self.assertEqual((port_name, protocol), ("_http", "_tcp"))
+            self.assertIn("http", [p["name"] for p in headless["spec"]["ports"]])
+        self.assertEqual(env["APP_METRICS_SCRAPE_INTERVAL_SECONDS"]["value"], "15")
+        self.assertEqual(env["APP_METRICS_SCRAPE_TIMEOUT_SECONDS"]["value"], "10")
+        self.assertEqual(env["APP_METRICS_SAMPLE_LIMIT"]["value"], "50000")
+        self.assertEqual(env["APP_METRICS_BODY_LIMIT_BYTES"]["value"], "16777216")
+        self.assertNotIn("APP_METRICS_TARGETS", env)
+        for service in SERVICES:
+            if service != "metrics_aggregator":
+                self.assertNotIn("APP_METRICS_DISCOVERY", environment(objects, service), service)
+
+    def test_discovery_follows_the_release_and_takes_more_entries_and_targets(self):
+        result = helm(
+            "template", "platform", CHART, *QUICK_START,
+            "--set", "metricsAggregator.extraDiscovery[0]=ci=ci-runner:9100/internal",
+            "--set", "metricsAggregator.staticTargets[0]=legacy=http://10.0.0.9:8080/metrics",
+            "--set", "metricsAggregator.staticTargets[1]=other=http://10.0.0.10:8080/metrics",
+            "--set", "metricsAggregator.bodyLimitBytes=33554432",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        objects = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout) if d}
+        deployment = objects[("Deployment", "platform-metrics-aggregator")]
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        discovery = env["APP_METRICS_DISCOVERY"].split(",")
+        self.assertIn("app=_http._tcp.platform-app-pods", discovery)
+        self.assertEqual(discovery[-1], "ci=ci-runner:9100/internal")
+        self.assertEqual(
+            env["APP_METRICS_TARGETS"], "legacy=http://10.0.0.9:8080/metrics,other=http://10.0.0.10:8080/metrics"
+        )
+        self.assertEqual(env["APP_METRICS_BODY_LIMIT_BYTES"], "33554432")
+        self.assertEqual(env["APP_LOG_PUSH_URL"], "http://platform-metrics-aggregator:9090")
+
+    def test_a_timeout_not_below_the_interval_is_refused(self):
+        error = render_error("metricsAggregator.scrapeIntervalSeconds=10", "metricsAggregator.scrapeTimeoutSeconds=10")
+        self.assertIn("metricsAggregator.scrapeTimeoutSeconds (10) must be below", error)
+
+
+class Logs(unittest.TestCase):
+    """Every service pushes its log records to the aggregator, which forwards them to Loki."""
+
+    def test_every_service_pushes_to_the_aggregator_as_its_pod(self):
+        objects = render()
+        aggregator = objects[("Service", "deploy-metrics-aggregator")]
+        self.assertEqual(aggregator["spec"]["ports"][0]["port"], 9090)
+        for service in SERVICES:
+            env = environment(objects, service)
+            self.assertEqual(env["APP_LOG_PUSH_URL"]["value"], "http://deploy-metrics-aggregator:9090", service)
+            self.assertEqual(env["APP_INSTANCE"]["valueFrom"], {"fieldRef": {"fieldPath": "metadata.name"}}, service)
+            # Loki is the aggregator's business, through the ConfigMap or env: unset by the chart.
+            self.assertNotIn("LOKI_URL", env, service)
+
+    def test_the_push_url_can_be_replaced_or_switched_off(self):
+        objects = render("logPush.url=https://logs.example/")
+        for service in SERVICES:
+            self.assertEqual(environment(objects, service)["APP_LOG_PUSH_URL"]["value"], "https://logs.example/")
+        objects = render("logPush.enabled=false")
+        for service in SERVICES:
+            env = environment(objects, service)
+            self.assertNotIn("APP_LOG_PUSH_URL", env, service)
+            self.assertIn("APP_INSTANCE", env, service)
+
+    def test_loki_settings_reach_the_aggregator(self):
+        objects = render("env.LOKI_URL=http://loki:3100", "env.LOKI_TENANT_ID=platform")
+        env = environment(objects, "metrics_aggregator")
+        self.assertEqual(env["LOKI_URL"]["value"], "http://loki:3100")
+        self.assertEqual(env["LOKI_TENANT_ID"]["value"], "platform")
+
+    def test_variables_the_chart_sets_are_not_set_twice(self):
+        self.assertIn("env.APP_LOG_PUSH_URL is set by the chart; set logPush.url", render_error("env.APP_LOG_PUSH_URL=http://x"))
+        self.assertIn("env.APP_INSTANCE is set by the chart", render_error("env.APP_INSTANCE=x"))
+        self.assertIn(
+            "set metricsAggregator.extraDiscovery instead", render_error("env.APP_METRICS_DISCOVERY=app=a:1")
+        )
+
+
+class Monitoring(unittest.TestCase):
+    ALL = ("serviceMonitor.enabled=true", "prometheusRule.enabled=true", "dashboards.enabled=true")
+    DASHBOARDS = sorted(glob.glob(os.path.join(CHART, "dashboards", "*.json")))
+
+    def test_all_optional_and_off_by_default(self):
+        kinds = {kind for kind, _ in render()}
+        self.assertFalse(kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap"}, kinds)
+
+    def test_the_service_monitor_scrapes_only_the_aggregator_and_keeps_its_labels(self):
+        objects = render("serviceMonitor.enabled=true", "serviceMonitor.labels.release=prometheus")
+        monitor = objects[("ServiceMonitor", "deploy")]
+        self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
+        selected = [
+            name for (kind, name), service in objects.items()
+            if kind == "Service" and selects(monitor["spec"]["selector"], service["metadata"]["labels"])
+        ]
+        self.assertEqual(selected, ["deploy-metrics-aggregator"])
+        [endpoint] = monitor["spec"]["endpoints"]
+        self.assertIs(endpoint["honorLabels"], True)
+        self.assertEqual(endpoint["port"], "http")
+        self.assertEqual(endpoint["path"], "/metrics/all")
+        self.assertEqual(endpoint["interval"], "30s")
+        self.assertEqual(endpoint["metricRelabelings"], [{"action": "labeldrop", "regex": "pod"}])
+
+    def test_the_prometheus_rule_carries_the_rule_file(self):
+        objects = render("prometheusRule.enabled=true", "prometheusRule.labels.release=prometheus")
+        rule = objects[("PrometheusRule", "deploy")]
+        self.assertEqual(rule["apiVersion"], "monitoring.coreos.com/v1")
+        self.assertEqual(rule["metadata"]["labels"]["release"], "prometheus")
+        with open(os.path.join(CHART, "rules", "platform.rules.yaml"), encoding="utf-8") as file:
+            expected = yaml.safe_load(file)["groups"]
+        self.assertEqual(rule["spec"]["groups"], expected)
+        alerts = {r["alert"] for group in expected for r in group["rules"]}
+        for alert in ("PlatformTargetDown", "PlatformServiceWithoutTargets", "PlatformHighErrorRate",
+                      "PlatformQueueBacklogGrowing", "PlatformMailLeaderMissing", "PlatformLokiDroppingLogs",
+                      "PlatformLogShippingDropping"):
+            self.assertIn(alert, alerts)
+        # The annotations keep Prometheus's own templates, untouched by Helm's.
+        self.assertIn("{{ $labels.service }}", json.dumps(rule["spec"]["groups"]))
+
+    def test_dashboards_are_configmaps_for_grafanas_sidecar(self):
+        self.assertTrue(self.DASHBOARDS)
+        objects = render("dashboards.enabled=true")
+        maps = {name: m for (kind, name), m in objects.items() if kind == "ConfigMap"}
+        self.assertEqual(len(maps), len(self.DASHBOARDS))
+        for path in self.DASHBOARDS:
+            file = os.path.basename(path)
+            config_map = maps[f"deploy-dashboard-{file[: -len('.json')]}"]
+            self.assertEqual(config_map["metadata"]["labels"]["grafana_dashboard"], "1")
+            self.assertEqual(config_map["metadata"]["namespace"], "app")
+            self.assertNotIn("annotations", config_map["metadata"])
+            with open(path, encoding="utf-8") as dashboard:
+                self.assertEqual(json.loads(config_map["data"][file]), json.load(dashboard))
+
+    def test_dashboards_take_the_sidecars_label_namespace_and_folder(self):
+        objects = render(
+            "dashboards.enabled=true", "dashboards.labels.grafana_dashboard=null", "dashboards.labels.dashboards=platform",
+            "dashboards.namespace=monitoring", "dashboards.annotations.grafana_folder=Platform",
+        )
+        for (kind, _), config_map in objects.items():
+            if kind != "ConfigMap":
+                continue
+            metadata = config_map["metadata"]
+            self.assertEqual(metadata["namespace"], "monitoring")
+            self.assertEqual(metadata["labels"]["dashboards"], "platform")
+            self.assertNotIn("grafana_dashboard", metadata["labels"])
+            self.assertEqual(metadata["annotations"], {"grafana_folder": "Platform"})
+
+    def test_every_dashboard_queries_the_chosen_prometheus(self):
+        uids = set()
+        for path in self.DASHBOARDS:
+            with open(path, encoding="utf-8") as file:
+                dashboard = json.load(file)
+            name = os.path.basename(path)
+            self.assertNotIn(dashboard["uid"], uids, name)
+            uids.add(dashboard["uid"])
+            variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+            self.assertEqual((variables["datasource"]["type"], variables["datasource"]["query"]), ("datasource", "prometheus"))
+            self.assertEqual(variables["service"]["query"], "label_values(up, service)")
+            panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+            self.assertTrue(panels, name)
+            self.assertEqual(len({p["id"] for p in dashboard["panels"]}), len(dashboard["panels"]), name)
+            for panel in panels:
+                self.assertEqual(panel["datasource"], {"type": "prometheus", "uid": "${datasource}"}, panel["title"])
+                self.assertTrue(panel["targets"], panel["title"])
+                for target in panel["targets"]:
+                    self.assertEqual(target["datasource"]["uid"], "${datasource}", panel["title"])
+                    self.assertTrue(target["expr"].strip(), panel["title"])
+
+    def test_the_dashboards_cover_what_operators_watch(self):
+        expressions = ""
+        for path in self.DASHBOARDS:
+            with open(path, encoding="utf-8") as file:
+                expressions += " ".join(t["expr"] for p in json.load(file)["panels"] for t in p.get("targets", []))
+        for needle in (
+            "rate(http_requests_total", 'status=~"5.."', "histogram_quantile(0.99", "git-upload-pack",
+            "git-receive-pack", "queue_depth", "push_queue_lag_seconds", "mail_sent_total", "mail_failed_total",
+            "webhook_deliveries_total", 'stream="code_index"', "log_records_shipped_total",
+            "log_records_dropped_total", "loki_entries_sent_total", "loki_entries_dropped_total",
+        ):
+            self.assertIn(needle, expressions)
 
 
 class Image(unittest.TestCase):

@@ -75,9 +75,11 @@
 //! ```
 
 pub mod accounts;
+pub mod aggregator;
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod loki;
 pub mod queue;
 pub mod redis;
 pub mod service;

@@ -49,6 +49,16 @@ impl MailMetrics {
             duplicates_skipped: Counter::default(),
             leader: Gauge::default(),
         };
+        // At 0 from the start, so that dashboards and alerts see them before the first message.
+        for kind in ["verify_email", "reset_password", "account_exists", "push_notification"] {
+            let _ = this.sent.get_or_create(&Self::kind(kind));
+            for reason in ["relay_unavailable", "transient"] {
+                let _ = this.failed.get_or_create(&FailureLabels {
+                    kind: kind.to_owned(),
+                    reason: reason.to_owned(),
+                });
+            }
+        }
         metrics.register("mail_sent", "Messages the SMTP relay accepted", this.sent.clone());
         metrics.register("mail_failed", "Failed delivery attempts", this.failed.clone());
         metrics.register(

@@ -25,14 +25,22 @@ use tokio::sync::watch;
 
 mod backing;
 pub mod chat;
+mod dns;
 mod embeddings;
+mod exposition;
+mod loki;
+mod prometheus;
 mod proxy;
 mod receiver;
 mod smtp;
 
 pub use backing::{Backing, migrated_database, unverified_user, verified_user};
 pub use chat::{ChatServer, RecordedChat};
+pub use dns::DnsServer;
 pub use embeddings::EmbeddingsServer;
+pub use exposition::{Exposition, MetricsEndpoint, synthetic_exposition};
+pub use loki::{LokiEntry, LokiReceiver};
+pub use prometheus::Prometheus;
 pub use proxy::TcpProxy;
 pub use receiver::{Received, Receiver};
 pub use smtp::{CaptureTls, CapturedMail, SMTP_PASSWORD, SMTP_USER, SmtpCapture};

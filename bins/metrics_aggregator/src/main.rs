@@ -1,6 +1,8 @@
-//! `metrics_aggregator` (port 9090): scrapes every service's metrics and pushes logs to Loki.
+//! `metrics_aggregator` (port 9090): scrapes every service's metrics into one exposition and
+//! forwards every service's log records to Loki.
 
 use anyhow::Context as _;
+use platform_core::aggregator::Aggregator;
 use platform_core::config::MetricsAggregatorConfig;
 use platform_core::service::ServiceShell;
 
@@ -8,14 +10,21 @@ use platform_core::service::ServiceShell;
 async fn main() -> anyhow::Result<()> {
     let config = MetricsAggregatorConfig::from_env()?;
     let _telemetry = platform_core::telemetry::init("metrics_aggregator", &config.telemetry)?;
-    if config.telemetry.loki_url.is_none() {
-        tracing::info!("log push disabled: LOKI_URL is not set");
-    }
 
     let shell = ServiceShell::new("metrics_aggregator");
+    let aggregator = Aggregator::new(&config.scrape, &config.loki, shell.metrics())?;
+    let shell = shell.with_routes(aggregator.routes()).with_limits(Aggregator::limits());
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("failed to listen on {}", config.http.addr))?;
-    shell.serve(listener, platform_core::shutdown::signal()).await?;
+
+    let (stop, mut stopped) = tokio::sync::watch::channel(());
+    let background = tokio::spawn(aggregator.run(async move {
+        let _ = stopped.changed().await;
+    }));
+    let served = shell.serve(listener, platform_core::shutdown::signal()).await;
+    let _ = stop.send(());
+    background.await.context("the aggregator's background work failed")?;
+    served?;
     Ok(())
 }

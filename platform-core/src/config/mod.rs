@@ -38,6 +38,7 @@
 //! ```
 
 mod env;
+mod observability;
 mod secret;
 pub mod services;
 
@@ -48,6 +49,9 @@ use secrecy::SecretString;
 use url::Url;
 
 pub use env::{ConfigError, EnvReader, Problem, Sections};
+pub use observability::{
+    DnsLookup, DnsTargets, LogPushConfig, LokiConfig, ScrapeConfig, StaticTarget, push_url,
+};
 pub use secret::{SecretUrl, SshHostKey};
 pub use services::{
     AppConfig, EmailWorkerConfig, GitHookConfig, GitServerConfig, MetricsAggregatorConfig,
@@ -68,15 +72,16 @@ pub fn process_env() -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-/// Logging and tracing: `APP_LOG_LEVEL`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `LOKI_URL`.
+/// Logging and tracing: `APP_LOG_LEVEL`, `OTEL_EXPORTER_OTLP_ENDPOINT`, and where log records
+/// are pushed ([`LogPushConfig`]).
 #[derive(Clone, Debug)]
 pub struct TelemetryConfig {
     /// A `tracing` filter directive such as `info` or `info,platform_git=debug` (default `info`).
     pub log_level: String,
     /// Where to export traces over OTLP/gRPC; tracing export is disabled when unset.
     pub otlp_endpoint: Option<Url>,
-    /// Loki's base URL for log pushing; logs are not pushed when unset.
-    pub loki_url: Option<Url>,
+    /// Where log records are pushed besides standard output; only there when unset.
+    pub log_push: Option<LogPushConfig>,
 }
 
 impl TelemetryConfig {
@@ -89,8 +94,8 @@ impl TelemetryConfig {
         });
         let otlp_endpoint =
             env.optional("OTEL_EXPORTER_OTLP_ENDPOINT", url_with_schemes(&["http", "https"]));
-        let loki_url = env.optional("LOKI_URL", url_with_schemes(&["http", "https"]));
-        Some(Self { log_level: log_level?, otlp_endpoint: otlp_endpoint?, loki_url: loki_url? })
+        let log_push = LogPushConfig::read(env);
+        Some(Self { log_level: log_level?, otlp_endpoint: otlp_endpoint?, log_push: log_push? })
     }
 }
 

@@ -10,8 +10,9 @@ use super::{GitLimitsConfig, UploadLimitsConfig, WebhookConfig};
 
 use super::{
     AiConfig, AskConfig, CodeSearchConfig, ConfigError, DatabaseConfig, DomainConfig,
-    EmbeddingConfig, EnvReader, HttpConfig, NatsConfig, QdrantConfig, RedisConfig, Sections,
-    SessionConfig, SmtpConfig, SshConfig, StorageRoots, TelemetryConfig, process_env,
+    EmbeddingConfig, EnvReader, HttpConfig, LokiConfig, NatsConfig, QdrantConfig, RedisConfig,
+    ScrapeConfig, Sections, SessionConfig, SmtpConfig, SshConfig, StorageRoots, TelemetryConfig,
+    process_env,
 };
 
 /// The chart's port of each service.
@@ -344,10 +345,14 @@ impl GitHookConfig {
 /// `metrics_aggregator` (port 9090): scrapes every service and pushes logs to Loki.
 #[derive(Clone, Debug)]
 pub struct MetricsAggregatorConfig {
-    /// Logging, tracing and the Loki URL.
+    /// Logging and tracing.
     pub telemetry: TelemetryConfig,
     /// The HTTP listener.
     pub http: HttpConfig,
+    /// What to scrape.
+    pub scrape: ScrapeConfig,
+    /// Where received log records go.
+    pub loki: LokiConfig,
 }
 
 impl MetricsAggregatorConfig {
@@ -363,9 +368,11 @@ impl MetricsAggregatorConfig {
         let read = (
             TelemetryConfig::read(&mut env),
             HttpConfig::read(&mut env, ports::METRICS_AGGREGATOR),
+            ScrapeConfig::read(&mut env),
+            LokiConfig::read(&mut env),
         );
-        let (telemetry, http) = env.finish(read)?;
-        Ok(Self { telemetry, http })
+        let (telemetry, http, scrape, loki) = env.finish(read)?;
+        Ok(Self { telemetry, http, scrape, loki })
     }
 }
 

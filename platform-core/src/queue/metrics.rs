@@ -124,8 +124,14 @@ impl QueueMetrics {
     }
 
     pub(super) fn set_depth(&self, stream: &str, group: &str, depth: u64) {
-        self.depth
-            .get_or_create(&Self::group(stream, group))
-            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        let labels = Self::group(stream, group);
+        self.depth.get_or_create(&labels).set(i64::try_from(depth).unwrap_or(i64::MAX));
+        // A consumed stream's counters exist from its first depth reading, at 0 until something
+        // happens, so that dashboards and alerts see them before the first job.
+        let _ = self.acked.get_or_create(&labels);
+        let _ = self.retried.get_or_create(&labels);
+        let _ = self.dead_lettered.get_or_create(&labels);
+        let _ = self.in_flight.get_or_create(&labels);
+        let _ = self.published.get_or_create(&StreamLabels { stream: stream.to_owned() });
     }
 }

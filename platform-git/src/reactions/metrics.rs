@@ -39,8 +39,15 @@ pub(super) struct ReactionMetrics {
 }
 
 impl ReactionMetrics {
-    pub(super) fn register(metrics: &Metrics) -> Self {
+    /// Registers the metrics, every kind's counters starting at 0 so that dashboards and
+    /// alerts see them before the first push.
+    pub(super) fn register(metrics: &Metrics, kinds: &[&'static str]) -> Self {
         let this = Self { reactions: Family::default(), lag: Gauge::default() };
+        for &kind in kinds {
+            for result in ["done", "skipped", "failed"] {
+                let _ = this.reactions.get_or_create(&ResultLabels { kind, result });
+            }
+        }
         metrics.register(
             "push_reactions",
             "Push reaction jobs by kind and result",

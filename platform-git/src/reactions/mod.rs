@@ -156,7 +156,9 @@ impl PushReactionsBuilder {
 
     /// The pool member; its metrics go to `metrics`.
     pub fn build(self, metrics: &Metrics) -> PushReactions {
-        let order = self.reactions.iter().map(|reaction| reaction.kind()).collect();
+        let order: Vec<&'static str> =
+            self.reactions.iter().map(|reaction| reaction.kind()).collect();
+        let reaction_metrics = metrics::ReactionMetrics::register(metrics, &order);
         let reactions =
             self.reactions.into_iter().map(|reaction| (reaction.kind(), reaction)).collect();
         PushReactions {
@@ -165,7 +167,7 @@ impl PushReactionsBuilder {
                 database: self.database,
                 reactions,
                 order,
-                metrics: metrics::ReactionMetrics::register(metrics),
+                metrics: reaction_metrics,
                 options: self.options,
             }),
         }

@@ -57,6 +57,13 @@ impl WebhookMetrics {
             duration: Histogram::new(exponential_buckets(0.002, 2.0, 14)),
             lag: Gauge::default(),
         };
+        // At 0 from the start, so that dashboards and alerts see them before the first push.
+        for outcome in [Outcome::Delivered, Outcome::Retried, Outcome::Failed] {
+            let _ = this.deliveries.get_or_create(&OutcomeLabels {
+                event: "push".to_owned(),
+                outcome: outcome.as_str(),
+            });
+        }
         metrics.register(
             "webhook_deliveries",
             "Webhook delivery attempts by event and outcome",

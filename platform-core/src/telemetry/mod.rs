@@ -1,7 +1,9 @@
 //! Logs, traces and metrics.
 //!
 //! [`init`] installs the process-wide `tracing` subscriber: JSON lines on standard output at
-//! `APP_LOG_LEVEL`, and OTLP/gRPC trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! `APP_LOG_LEVEL`, the same lines pushed to a Loki push API when `APP_LOG_PUSH_URL` is set
+//! (the aggregator's, normally; never on the request path: see [`LogPushConfig`]), and
+//! OTLP/gRPC trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! [`Metrics`] is the Prometheus registry a service exposes at `/metrics`; it comes with the HTTP
 //! request metrics the service shell records.
 
@@ -20,10 +22,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt as _};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+#[cfg(doc)]
+use crate::config::LogPushConfig;
 use crate::config::TelemetryConfig;
+
+mod shipping;
 
 /// The error returned by [`init`].
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +53,9 @@ pub enum TelemetryError {
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// The log shipping thread could not start.
+    #[error("failed to start the log shipping thread")]
+    Shipper(#[source] std::io::Error),
     /// A global subscriber was already installed.
     #[error("a tracing subscriber is already installed in this process")]
     AlreadyInitialized(#[source] tracing_subscriber::util::TryInitError),
@@ -56,6 +66,7 @@ pub enum TelemetryError {
 #[derive(Debug)]
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
+    shipper: Option<shipping::Shipper>,
 }
 
 impl Drop for TelemetryGuard {
@@ -65,6 +76,8 @@ impl Drop for TelemetryGuard {
         {
             tracing::warn!(%error, "failed to flush traces at exit");
         }
+        // Last, so that what the flush above logged is shipped too.
+        self.shipper.take();
     }
 }
 
@@ -82,7 +95,16 @@ pub fn init(
     let filter = EnvFilter::try_new(&config.log_level).map_err(|source| {
         TelemetryError::InvalidFilter { filter: config.log_level.clone(), source }
     })?;
+    let (shipper, writer) = match &config.log_push {
+        Some(push) => {
+            let (shipper, queue) =
+                shipping::Shipper::start(service_name, push).map_err(TelemetryError::Shipper)?;
+            (Some(shipper), BoxMakeWriter::new(std::io::stdout.and(queue)))
+        }
+        None => (None, BoxMakeWriter::new(std::io::stdout)),
+    };
     let json = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
         .json()
         .flatten_event(true)
         .with_current_span(true)
@@ -113,7 +135,20 @@ pub fn init(
             "trace export disabled: OTEL_EXPORTER_OTLP_ENDPOINT is not set"
         ),
     }
-    Ok(TelemetryGuard { tracer_provider })
+    match &config.log_push {
+        Some(push) => tracing::info!(
+            service = service_name,
+            sink = %push.url.origin().ascii_serialization(),
+            instance = %push.instance,
+            buffer_bytes = push.buffer_bytes,
+            "shipping log records"
+        ),
+        None => tracing::info!(
+            service = service_name,
+            "log shipping disabled: APP_LOG_PUSH_URL is not set; logs go to standard output only"
+        ),
+    }
+    Ok(TelemetryGuard { tracer_provider, shipper })
 }
 
 fn otlp_tracer_provider(
@@ -202,6 +237,23 @@ impl Metrics {
             "http_requests_in_flight",
             "HTTP requests being handled",
             http.in_flight.clone(),
+        );
+        let shipping = &*shipping::SHIPPING;
+        shipping.count_drops_from_zero();
+        registry.register(
+            "log_records_shipped",
+            "Log records the log sink accepted",
+            shipping.shipped.clone(),
+        );
+        registry.register(
+            "log_records_dropped",
+            "Log records not shipped: the buffer was full, or the sink refused them",
+            shipping.dropped.clone(),
+        );
+        registry.register(
+            "log_buffer_bytes",
+            "Bytes of log records waiting to be shipped",
+            shipping.buffer_bytes.clone(),
         );
         Self { registry: Arc::new(Mutex::new(registry)), http }
     }
