@@ -266,14 +266,7 @@ pub fn format_labels<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -
         }
         out.push_str(name);
         out.push_str("=\"");
-        for c in value.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
+        crate::aggregator::escape_label_value(&mut out, value);
         out.push('"');
     }
     out.push('}');

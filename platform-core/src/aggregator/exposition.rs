@@ -126,6 +126,21 @@ struct Current {
 }
 
 impl Current {
+    /// A family known only by a name so far: untyped until a `# TYPE` says otherwise.
+    fn untyped(name: &str) -> Self {
+        Self {
+            family: Family {
+                name: name.to_owned(),
+                kind: Kind::Untyped,
+                help: None,
+                lines: String::new(),
+            },
+            input_name: name.to_owned(),
+            open_metrics_counter: false,
+            open_metrics_info: false,
+        }
+    }
+
     fn membership(&self, sample: &str) -> Membership {
         let base = self.input_name.as_str();
         let Some(suffix) = sample.strip_prefix(base) else { return Membership::Foreign };
@@ -197,17 +212,7 @@ pub(crate) fn rewrite(
             Membership::Member => {}
             Membership::Foreign => {
                 finish(&mut out, current.take());
-                current = Some(Current {
-                    family: Family {
-                        name: name.to_owned(),
-                        kind: Kind::Untyped,
-                        help: None,
-                        lines: String::new(),
-                    },
-                    input_name: name.to_owned(),
-                    open_metrics_counter: false,
-                    open_metrics_info: false,
-                });
+                current = Some(Current::untyped(name));
             }
         }
         out.samples += 1;
@@ -244,17 +249,7 @@ fn start_family<'a>(
     let same = current.as_ref().is_some_and(|c| c.input_name == name);
     if !same {
         finish(out, current.take());
-        *current = Some(Current {
-            family: Family {
-                name: name.to_owned(),
-                kind: Kind::Untyped,
-                help: None,
-                lines: String::new(),
-            },
-            input_name: name.to_owned(),
-            open_metrics_counter: false,
-            open_metrics_info: false,
-        });
+        *current = Some(Current::untyped(name));
     }
     let current = current.as_mut().expect("set above");
     if let Some(kind) = kind {

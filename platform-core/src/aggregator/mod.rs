@@ -51,6 +51,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 
 pub use exposition::ExpositionError;
+pub(crate) use exposition::escape_label_value;
 
 use crate::config::{LokiConfig, ScrapeConfig};
 use crate::service::RouteLimits;
