@@ -5,6 +5,7 @@
 #   scripts/bench.sh browse    app's repository browsing API against the git CLI
 #   scripts/bench.sh static    static_server against nginx, with wrk
 #   scripts/bench.sh hooks     git_hook's webhook deliveries against a direct HTTP client
+#   scripts/bench.sh aggregator  metrics_aggregator against Prometheus and a direct Loki push
 #   scripts/bench.sh search    code search quality: lexical, dense and hybrid on two tasks
 #   scripts/bench.sh search-speed  code indexing against the raw embedder; search latency
 #
@@ -38,6 +39,14 @@
 # signatures with 40 requests in flight (one per hook, as the engine sends), the receiver
 # answering after 50 ms and at once; median of BENCH_HOOKS_RUNS (3). Goal: at least 0.8x.
 #
+# aggregator (method at the top of bins/metrics_aggregator/benches/aggregator.rs; about 6
+# minutes): 30 targets x 10,000 samples scraped every 5 s by the aggregator (release) and by
+# Prometheus (Debian's package), one after the other: samples scraped per CPU second, the
+# aggregator's round time, per-target scrape durations, resident memory; goal: at least 0.5x
+# Prometheus. Log lines from 4 clients through the aggregator to a Loki receiver against the
+# same pushes sent to the receiver directly, lines/s; goal: at least 0.8x. Medians of
+# BENCH_AGGREGATOR_RUNS (3). It needs no database or broker.
+#
 # ask (method at the top of bins/app/benches/ask.rs; about 5 minutes): a streamed answer's time
 # to first token and total time through app (a real process, the local MiniLM model and embedded
 # store, platform-ai's src/ indexed) against test-support's chat server (SmolLM2, greedy) sent
@@ -46,9 +55,14 @@
 # APP_BIN=target/release/app measures a release app.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/bench.sh queue|git|browse|static|hooks|search|search-speed|ask}
+name=${1:?usage: scripts/bench.sh queue|git|browse|static|hooks|aggregator|search|search-speed|ask}
 if [ "$name" = static ]; then exec scripts/bench-static.sh; fi
 scripts/services.sh install
+if [ "$name" = aggregator ]; then
+  # Measured as deployed: a release process, next to Debian's Prometheus.
+  cargo build --release --locked -p metrics_aggregator
+  exec cargo bench --locked -p metrics_aggregator --bench aggregator
+fi
 work=$(mktemp -d)
 trap 'scripts/services.sh stop "$work/services"; rm -rf "$work"' EXIT
 scripts/services.sh start "$work/services"
@@ -69,5 +83,5 @@ case $name in
     cargo build --locked -p app
     cargo bench --locked --profile dev -p app --bench ask
     ;;
-  *) echo "usage: scripts/bench.sh queue|git|browse|static|hooks|search|search-speed|ask" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh queue|git|browse|static|hooks|aggregator|search|search-speed|ask" >&2; exit 2 ;;
 esac

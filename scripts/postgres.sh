@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts or stops a throwaway PostgreSQL cluster on a loopback port.
-#   scripts/postgres.sh start DATA_DIR PORT   initialises DATA_DIR if empty, starts, waits until ready
+#   scripts/postgres.sh start DATA_DIR PORT [OPTION...]   initialises DATA_DIR if empty, starts with
+#                                            the server OPTIONs too (-c ssl=on ...), waits until ready
 #   scripts/postgres.sh stop DATA_DIR         fast shutdown
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the "postgres" system user.
 set -euo pipefail
@@ -25,6 +26,8 @@ bin=$(pg_bin)
 case "$cmd" in
   start)
     port=${3:?port required}
+    shift 3
+    extra="$*"
     if [ ! -f "$data/PG_VERSION" ]; then
       mkdir -p "$data"
       if [ "$(id -u)" = 0 ]; then
@@ -36,7 +39,7 @@ case "$cmd" in
         || { cat "$data.initdb.log" >&2; exit 1; }
     fi
     as_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-      -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+      -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 $extra" \
       start >/dev/null
     ;;
   stop)

@@ -36,6 +36,7 @@ use platform_ai::embed::{Embedder, LocalEmbedder};
 use platform_ai::index::{IndexTarget, Indexer};
 use platform_ai::search::Searcher;
 use platform_ai::store::{ChunkFilter, EdgeStore, Ranking, VectorStore};
+use platform_test_support::ProcessUsage;
 
 const EXTENSIONS: &[&str] = &["rs", "py", "js", "ts", "go", "java", "c", "h", "cpp", "hpp"];
 
@@ -113,12 +114,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    ProcessUsage::of(std::process::id()).map_or(0.0, |usage| usage.peak_resident_bytes as f64)
+        / f64::from(1 << 20)
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {

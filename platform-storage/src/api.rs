@@ -23,6 +23,7 @@ use diesel_async::RunQueryDsl;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use platform_core::accounts::{Accounts, Scope, users};
 use platform_core::api::{ApiError, ApiPath, ErrorBody};
+use platform_core::config::UploadLimitsConfig;
 use serde::Serialize;
 use url::Url;
 use utoipa_axum::router::OpenApiRouter;
@@ -44,6 +45,24 @@ pub struct UploadLimits {
 impl Default for UploadLimits {
     fn default() -> Self {
         Self { attachment_bytes: 25 << 20, avatar: AvatarOptions::default() }
+    }
+}
+
+impl UploadLimits {
+    /// The limits configured for `app` (`APP_AVATAR_MAX_BYTES`, `APP_ATTACHMENT_MAX_BYTES`),
+    /// avatar processing otherwise at its defaults.
+    pub fn from_config(config: &UploadLimitsConfig) -> Self {
+        let mut limits = Self { attachment_bytes: config.attachment_max_bytes, ..Self::default() };
+        limits.avatar.max_upload_bytes =
+            usize::try_from(config.avatar_max_bytes).unwrap_or(usize::MAX);
+        limits
+    }
+
+    /// The largest request body the upload routes take: the larger of the two limits.
+    pub fn body_limit(&self) -> usize {
+        usize::try_from(self.attachment_bytes)
+            .unwrap_or(usize::MAX)
+            .max(self.avatar.max_upload_bytes)
     }
 }
 
@@ -416,4 +435,23 @@ fn sniff(head: &[u8]) -> Result<(&'static str, &'static str), ApiError> {
     Err(ApiError::UnsupportedMediaType {
         message: "accepted: PNG, JPEG, GIF, WebP, PDF, zip, gzip or UTF-8 text".to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_limits_and_the_body_limit_they_need() {
+        let avatar_larger =
+            UploadLimitsConfig { avatar_max_bytes: 40 << 20, attachment_max_bytes: 1 << 20 };
+        let limits = UploadLimits::from_config(&avatar_larger);
+        assert_eq!(limits.attachment_bytes, 1 << 20);
+        assert_eq!(limits.avatar.max_upload_bytes, 40 << 20);
+        assert_eq!(limits.avatar.size, AvatarOptions::default().size);
+        assert_eq!(limits.body_limit(), 40 << 20);
+        let attachment_larger =
+            UploadLimitsConfig { avatar_max_bytes: 5 << 20, attachment_max_bytes: 25 << 20 };
+        assert_eq!(UploadLimits::from_config(&attachment_larger).body_limit(), 25 << 20);
+    }
 }

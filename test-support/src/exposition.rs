@@ -1,6 +1,7 @@
 //! Metrics endpoints that serve what a test decides: an exposition, garbage, or nothing at all.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
@@ -24,8 +25,13 @@ pub enum Exposition {
 /// One HTTP endpoint on loopback; dropping it stops it.
 pub struct MetricsEndpoint {
     addr: SocketAddr,
-    answer: Arc<Mutex<Exposition>>,
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    answer: Mutex<Exposition>,
+    requests: AtomicUsize,
 }
 
 impl MetricsEndpoint {
@@ -35,12 +41,12 @@ impl MetricsEndpoint {
             .await
             .context("binding a metrics endpoint")?;
         let addr = listener.local_addr()?;
-        let answer = Arc::new(Mutex::new(answer));
-        let app = Router::new().route("/metrics", get(serve)).with_state(answer.clone());
+        let shared = Arc::new(Shared { answer: Mutex::new(answer), requests: AtomicUsize::new(0) });
+        let app = Router::new().route("/metrics", get(serve)).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, answer, task })
+        Ok(Self { addr, shared, task })
     }
 
     /// The endpoint's `host:port`.
@@ -50,7 +56,12 @@ impl MetricsEndpoint {
 
     /// Changes what it answers from now on.
     pub fn set(&self, answer: Exposition) {
-        *self.answer.lock().unwrap_or_else(PoisonError::into_inner) = answer;
+        *self.shared.answer.lock().unwrap_or_else(PoisonError::into_inner) = answer;
+    }
+
+    /// How many scrapes it has been asked for so far.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -60,8 +71,9 @@ impl Drop for MetricsEndpoint {
     }
 }
 
-async fn serve(State(answer): State<Arc<Mutex<Exposition>>>) -> Response {
-    let answer = answer.lock().unwrap_or_else(PoisonError::into_inner).clone();
+async fn serve(State(shared): State<Arc<Shared>>) -> Response {
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    let answer = shared.answer.lock().unwrap_or_else(PoisonError::into_inner).clone();
     match answer {
         Exposition::Text(text) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text.to_string())
@@ -76,22 +88,69 @@ async fn serve(State(answer): State<Arc<Mutex<Exposition>>>) -> Response {
     }
 }
 
-/// `series` samples of one gauge family, each with distinct labels, in the 0.0.4 format: a
+/// `series` samples in the 0.0.4 format, shaped as a service's: families of 100 counters
+/// (`route`, `method`, `status`) alternating with histograms of 8 buckets over 9 routes. A
 /// target of the benchmark's size.
 pub fn synthetic_exposition(series: usize) -> String {
-    let mut text = String::with_capacity(series * 96);
-    text.push_str(
-        "# HELP bench_requests_total Synthetic requests.\n# TYPE bench_requests_total counter\n",
-    );
-    for i in 0..series {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            text,
-            "bench_requests_total{{route=\"/api/route/{}\",method=\"GET\",status=\"{}\"}} {}",
-            i / 4,
-            200 + (i % 4),
-            i * 7
-        );
+    use std::fmt::Write as _;
+    const BUCKETS: [&str; 9] = ["0.005", "0.01", "0.05", "0.1", "0.25", "0.5", "1", "5", "+Inf"];
+    let mut text = String::with_capacity(series * 100);
+    let mut written = 0;
+    let mut family = 0;
+    while written < series {
+        if family % 2 == 0 {
+            let name = format!("bench_requests_{family}_total");
+            let _ = writeln!(text, "# HELP {name} Requests answered.\n# TYPE {name} counter");
+            for i in 0..100.min(series - written) {
+                let _ = writeln!(
+                    text,
+                    "{name}{{route=\"/api/v1/route/{}\",method=\"GET\",status=\"{}\"}} {}",
+                    i / 4,
+                    200 + (i % 4),
+                    i * 7 + family
+                );
+                written += 1;
+            }
+        } else {
+            let name = format!("bench_request_{family}_seconds");
+            let _ = writeln!(text, "# HELP {name} Request latency.\n# TYPE {name} histogram");
+            'routes: for route in 0..9 {
+                for (i, le) in BUCKETS.iter().enumerate() {
+                    if written == series {
+                        break 'routes;
+                    }
+                    let _ = writeln!(
+                        text,
+                        "{name}_bucket{{route=\"/api/v1/route/{route}\",le=\"{le}\"}} {}",
+                        (i + 1) * 10
+                    );
+                    written += 1;
+                }
+                for (suffix, value) in [("sum", "4.25"), ("count", "90")] {
+                    if written == series {
+                        break 'routes;
+                    }
+                    let _ = writeln!(
+                        text,
+                        "{name}_{suffix}{{route=\"/api/v1/route/{route}\"}} {value}"
+                    );
+                    written += 1;
+                }
+            }
+        }
+        family += 1;
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn synthetic_exposition_has_the_samples_asked_for() {
+        for series in [1, 99, 100, 101, 199, 10_000] {
+            let text = super::synthetic_exposition(series);
+            let samples = text.lines().filter(|line| !line.starts_with('#')).count();
+            assert_eq!(samples, series, "{text}");
+        }
+    }
 }

@@ -29,10 +29,13 @@ mod dns;
 mod embeddings;
 mod exposition;
 mod loki;
+mod pausing;
+mod procfs;
 mod prometheus;
 mod proxy;
 mod receiver;
 mod smtp;
+mod tls_servers;
 
 pub use backing::{Backing, migrated_database, unverified_user, verified_user};
 pub use chat::{ChatServer, RecordedChat};
@@ -40,10 +43,13 @@ pub use dns::DnsServer;
 pub use embeddings::EmbeddingsServer;
 pub use exposition::{Exposition, MetricsEndpoint, synthetic_exposition};
 pub use loki::{LokiEntry, LokiReceiver};
+pub use pausing::{Direction, PausingProxy};
+pub use procfs::ProcessUsage;
 pub use prometheus::Prometheus;
 pub use proxy::TcpProxy;
 pub use receiver::{Received, Receiver};
 pub use smtp::{CaptureTls, CapturedMail, SMTP_PASSWORD, SMTP_USER, SmtpCapture};
+pub use tls_servers::{Certificates, TlsPostgres, TlsRedis};
 
 /// Returns the value of a variable that `scripts/services.sh` exports.
 ///
@@ -124,6 +130,20 @@ impl ServiceProcess {
     ///
     /// Fails, with everything the process printed, when it exits or is silent for 60 seconds.
     pub async fn start(program: &Path, env: &HashMap<String, String>) -> anyhow::Result<Self> {
+        Self::start_until(program, env, "listening").await
+    }
+
+    /// Like [`ServiceProcess::start`], but returns once the process logs `message` with an
+    /// `addr` (`"port bound; starting"` comes before migrations, `"listening"` after).
+    ///
+    /// # Errors
+    ///
+    /// As for [`ServiceProcess::start`].
+    pub async fn start_until(
+        program: &Path,
+        env: &HashMap<String, String>,
+        message: &'static str,
+    ) -> anyhow::Result<Self> {
         let mut command = Command::new(program);
         command
             .env_clear()
@@ -144,6 +164,7 @@ impl ServiceProcess {
                 stdout,
                 Arc::clone(&lines),
                 Arc::clone(&addr_tx),
+                message,
             )));
         }
         if let Some(stderr) = child.stderr.take() {
@@ -151,6 +172,7 @@ impl ServiceProcess {
                 stderr,
                 Arc::clone(&lines),
                 Arc::clone(&addr_tx),
+                message,
             )));
         }
         let waited = tokio::time::timeout(Duration::from_secs(60), async {
@@ -244,11 +266,12 @@ async fn collect_lines(
     stream: impl tokio::io::AsyncRead + Unpin,
     lines: Arc<Mutex<Vec<String>>>,
     addr: Arc<watch::Sender<Option<SocketAddr>>>,
+    message: &'static str,
 ) {
     let mut reader = BufReader::new(stream).lines();
     while let Ok(Some(line)) = reader.next_line().await {
         if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-            && event["message"] == "listening"
+            && event["message"] == message
             && let Some(listening) = event["addr"].as_str().and_then(|a| a.parse().ok())
         {
             addr.send_replace(Some(listening));

@@ -171,6 +171,29 @@ impl LokiReceiver {
         self.shared.entries.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// How many entries it has received so far.
+    pub fn count(&self) -> usize {
+        self.shared.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Waits until at least `count` entries have arrived, for `timeout` at most.
+    pub async fn wait_for_count(&self, count: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.shared.changed.notified();
+            let received = self.count();
+            if received >= count {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                bail!(
+                    "the Loki receiver got {received} of {count} entries within {timeout:?}, errors {:?}",
+                    self.protocol_errors()
+                );
+            }
+        }
+    }
+
     /// The statuses answered, one per push request.
     pub fn requests(&self) -> Vec<u16> {
         self.shared

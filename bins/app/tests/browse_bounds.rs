@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use platform_test_support::{ServiceProcess, fresh_database, wait_for_status};
+use platform_test_support::{ProcessUsage, ServiceProcess, fresh_database, wait_for_status};
 
 const APP: &str = env!("CARGO_BIN_EXE_app");
 
@@ -93,16 +93,6 @@ fn build_repository(path: &Path) -> anyhow::Result<()> {
     drop(input);
     anyhow::ensure!(child.wait()?.success(), "git fast-import failed");
     Ok(())
-}
-
-fn peak_rss_mib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
-    let kib: u64 = line.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    Ok(kib / 1024)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,7 +189,8 @@ async fn a_huge_file_a_huge_commit_and_a_long_history_are_answered_within_their_
     assert_eq!(compare["commits"].as_array().map(Vec::len), Some(250));
     assert_eq!(compare["files"].as_array().map(Vec::len), Some(300));
 
-    let peak = peak_rss_mib(app.id().ok_or_else(|| anyhow::anyhow!("app has no pid"))?)?;
+    let pid = app.id().ok_or_else(|| anyhow::anyhow!("app has no pid"))?;
+    let peak = ProcessUsage::of(pid)?.peak_resident_bytes >> 20;
     assert!(peak < MEMORY_BOUND_MIB, "app's peak resident memory was {peak} MiB");
     eprintln!("app's peak resident memory: {peak} MiB");
     let _ = std::fs::remove_dir_all(&data);

@@ -9,21 +9,11 @@ use platform_core::db::CORE_MIGRATIONS;
 use platform_git::records::{self, NewRepo};
 use platform_git::store::RepoStore;
 use platform_test_support::{
-    ServiceProcess, migrated_database, service_env, unique_name, verified_user, wait_for_status,
+    ProcessUsage, ServiceProcess, migrated_database, service_env, unique_name, verified_user,
+    wait_for_status,
 };
 
 const GITSERVER: &str = env!("CARGO_BIN_EXE_gitserver");
-
-/// The peak resident memory of process `pid` (`VmHWM`), in bytes.
-fn peak_rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
-    let kib: u64 = line.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    Ok(kib * 1024)
-}
 
 fn git(args: &[&str], cwd: &Path) -> anyhow::Result<String> {
     let output = std::process::Command::new("git")
@@ -83,7 +73,7 @@ async fn a_200_mib_push_streams_through_in_bounded_memory() -> anyhow::Result<()
     let server = ServiceProcess::start(Path::new(GITSERVER), &env).await?;
     wait_for_status(&server.url("/readyz"), 200, Duration::from_secs(30)).await?;
     let pid = server.id().ok_or_else(|| anyhow::anyhow!("gitserver is not running"))?;
-    let idle = peak_rss(pid)?;
+    let idle = ProcessUsage::of(pid)?.peak_resident_bytes;
 
     // Incompressible files, stored without compression so the test spends its time pushing.
     let work = scratch.join("work");
@@ -107,7 +97,7 @@ async fn a_200_mib_push_streams_through_in_bounded_memory() -> anyhow::Result<()
     let url = format!("http://ada:{token}@{}/ada/big.git", server.addr());
     git(&["push", "--quiet", &url, "main"], &work)?;
 
-    let peak = peak_rss(pid)?;
+    let peak = ProcessUsage::of(pid)?.peak_resident_bytes;
     let disk = repos.join("ada/big.git").to_string_lossy().into_owned();
     assert_eq!(
         git(&["--git-dir", &disk, "rev-parse", "main"], &work)?,
