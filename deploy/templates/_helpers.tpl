@@ -25,9 +25,14 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- default .Chart.AppVersion .Values.imageTag -}}
 {{- end -}}
 
+{{/* The image: by digest when imageDigest is set (immutable), else by tag. */}}
 {{- define "platform.image" -}}
 {{- $registry := required "imageRegistry must name a registry, for example --set imageRegistry=ghcr.io/your-org" .Values.imageRegistry -}}
+{{- if .Values.imageDigest -}}
+{{- printf "%s/%s@%s" (trimSuffix "/" $registry) .Values.imageName .Values.imageDigest -}}
+{{- else -}}
 {{- printf "%s/%s:%s" (trimSuffix "/" $registry) .Values.imageName (include "platform.tag" .) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -88,7 +93,7 @@ the cluster domain (which is not always cluster.local).
 {{- concat $entries .Values.metricsAggregator.extraDiscovery | join "," -}}
 {{- end -}}
 
-{{/* Fails rendering on observability settings the services would refuse, or set twice. */}}
+{{/* Fails rendering on observability settings the services would refuse, and on variables set twice. */}}
 {{- define "platform.checkObservability" -}}
 {{- $aggregator := .Values.metricsAggregator -}}
 {{- if ge (int $aggregator.scrapeTimeoutSeconds) (int $aggregator.scrapeIntervalSeconds) -}}
@@ -103,10 +108,105 @@ the cluster domain (which is not always cluster.local).
   "APP_METRICS_SCRAPE_TIMEOUT_SECONDS" "metricsAggregator.scrapeTimeoutSeconds"
   "APP_METRICS_SAMPLE_LIMIT" "metricsAggregator.sampleLimit"
   "APP_METRICS_BODY_LIMIT_BYTES" "metricsAggregator.bodyLimitBytes"
+  "APP_HTTP_ADDR" "services.<name>.port"
+  "APP_SSH_PORT" "sshPort"
+  "APP_EMBEDDED_STORE_ALLOWED" "nothing: it follows app's replicas and autoscaling"
+  "APP_SHUTDOWN_GRACE_SECONDS" "services.<name>.terminationGracePeriodSeconds or shutdown.*"
+  "APP_SSH_PUBLIC_HOST" "ssh.publicHost"
+  "APP_SSH_PUBLIC_PORT" "ssh.publicPort"
+  "APP_TRUSTED_PROXIES" "trustedProxies"
+  "APP_DATABASE_CA_FILE" "tls.caSecret.name"
+  "APP_REDIS_CA_FILE" "tls.caSecret.name"
 -}}
 {{- range $key, $instead := $owned -}}
 {{- if hasKey $.Values.env $key -}}
 {{- fail (printf "env.%s is set by the chart; set %s instead" $key $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A service's shutdown, from one value: the pod's terminationGracePeriodSeconds
+(services.<name>.terminationGracePeriodSeconds, else shutdown.terminationGracePeriodSeconds). The
+preStop pause (shutdown.preStopSeconds) comes first, so that the endpoints are gone before the
+listener closes; then SIGTERM, after which the service gives in-flight requests, git operations,
+SSH sessions and jobs APP_SHUTDOWN_GRACE_SECONDS, 5 seconds short of the kill. As JSON:
+{"period": ..., "preStop": ..., "grace": ...}. Fails rendering when no grace would be left.
+*/}}
+{{- define "platform.shutdown" -}}
+{{- $service := index .root.Values.services .name -}}
+{{- $shutdown := .root.Values.shutdown -}}
+{{- $period := int (hasKey $service "terminationGracePeriodSeconds" | ternary $service.terminationGracePeriodSeconds $shutdown.terminationGracePeriodSeconds) -}}
+{{- $key := hasKey $service "terminationGracePeriodSeconds" | ternary (printf "services.%s.terminationGracePeriodSeconds" .name) "shutdown.terminationGracePeriodSeconds" -}}
+{{- $preStop := int $shutdown.preStopSeconds -}}
+{{- $grace := sub (sub $period $preStop) 5 -}}
+{{- if lt $grace 1 -}}
+{{- fail (printf "%s (%d) leaves %s no time to finish its work after SIGTERM: it must be at least shutdown.preStopSeconds (%d) + 5 + 1 = %d seconds (APP_SHUTDOWN_GRACE_SECONDS = terminationGracePeriodSeconds - preStopSeconds - 5 would be %d)" $key $period .name $preStop (add $preStop 6) $grace) -}}
+{{- end -}}
+{{- toJson (dict "period" $period "preStop" $preStop "grace" $grace) -}}
+{{- end -}}
+
+{{/*
+The HPA's bounds of a service: minReplicas is autoscaling.minReplicas when set, else replicas (so
+that --set services.app.replicas=3 keeps at least 3 under the HPA). As JSON: {"min": .., "max": ..}.
+*/}}
+{{- define "platform.hpaBounds" -}}
+{{- $service := index .root.Values.services .name -}}
+{{- $autoscaling := $service.autoscaling -}}
+{{- $min := int (hasKey $autoscaling "minReplicas" | ternary $autoscaling.minReplicas (max 1 (int $service.replicas))) -}}
+{{- $max := int $autoscaling.maxReplicas -}}
+{{- if gt $min $max -}}
+{{- fail (printf "services.%s: the HPA's minimum (%d, from %s) exceeds services.%s.autoscaling.maxReplicas (%d)" .name $min (hasKey $autoscaling "minReplicas" | ternary "autoscaling.minReplicas" "replicas") .name $max) -}}
+{{- end -}}
+{{- toJson (dict "min" $min "max" $max) -}}
+{{- end -}}
+
+{{/* The most replicas a service may run: the HPA's maximum, else replicas. */}}
+{{- define "platform.maxReplicas" -}}
+{{- $service := index .root.Values.services .name -}}
+{{- if $service.autoscaling.enabled -}}
+{{- (include "platform.hpaBounds" . | fromJson).max -}}
+{{- else -}}
+{{- int $service.replicas -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The port users reach gitserver's SSH on (APP_SSH_PUBLIC_PORT): ssh.publicPort when set, else the
+SSH Service's (its nodePort for a NodePort Service), else gitserver's own Service's (sshPort).
+*/}}
+{{- define "platform.sshPublicPort" -}}
+{{- $ssh := .Values.ssh -}}
+{{- if $ssh.publicPort -}}
+{{- int $ssh.publicPort -}}
+{{- else if and $ssh.service.enabled (eq $ssh.service.type "NodePort") -}}
+{{- int (required "ssh.service.type NodePort needs ssh.service.nodePort (or ssh.publicPort): the clone URLs must name the port users connect to" $ssh.service.nodePort) -}}
+{{- else if $ssh.service.enabled -}}
+{{- int $ssh.service.port -}}
+{{- else -}}
+{{- int .Values.sshPort -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The SSH-only Service of gitserver. */}}
+{{- define "platform.sshServiceName" -}}
+{{- printf "%s-ssh" (include "platform.fullname" (dict "root" . "name" "gitserver") | trunc 59 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* Where the CA certificate of tls.caSecret is mounted (APP_DATABASE_CA_FILE, APP_REDIS_CA_FILE). */}}
+{{- define "platform.caFile" -}}
+/etc/platform/tls/ca.crt
+{{- end -}}
+
+{{/* Fails rendering on SSH Service settings its type does not have. */}}
+{{- define "platform.checkSsh" -}}
+{{- $service := .Values.ssh.service -}}
+{{- if and $service.enabled (ne $service.type "LoadBalancer") -}}
+{{- if $service.loadBalancerSourceRanges -}}
+{{- fail "ssh.service.loadBalancerSourceRanges needs ssh.service.type=LoadBalancer: a NodePort Service takes connections from anywhere (restrict them with networkPolicy.sshSourceRanges)" -}}
+{{- end -}}
+{{- if $service.loadBalancerClass -}}
+{{- fail "ssh.service.loadBalancerClass needs ssh.service.type=LoadBalancer" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

@@ -237,7 +237,7 @@ async fn main() {
         ours_n.push(ours(Queue::nats(&nats, options, &metrics).await.expect("NATS queue")).await);
 
         raw_r.push(raw_redis(&redis_url).await);
-        let redis = RedisConfig { url: SecretUrl::new(redis_url.parse().expect("URL")) };
+        let redis = RedisConfig::new(SecretUrl::new(redis_url.parse().expect("URL")));
         let options = QueueOptions { namespace: namespace("ours"), ..Default::default() };
         ours_r.push(ours(Queue::redis(&redis, options, &metrics).expect("Redis queue")).await);
     }

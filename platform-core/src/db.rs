@@ -14,14 +14,15 @@
 use std::time::Duration;
 
 use diesel::sql_types::BigInt;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::DatabaseConfig;
 
 mod prepared;
+mod tls;
 pub use prepared::PreparedSql;
 
 /// The migrations of `platform-core`'s own tables (accounts and the identities every service
@@ -45,12 +46,24 @@ pub enum DbError {
     /// No pooled connection became available in time, or opening one failed.
     #[error("failed to get a PostgreSQL connection from the pool")]
     Pool(#[source] bb8::RunError<diesel_async::pooled_connection::PoolError>),
+    /// No connection could be opened in time; the last attempt's error.
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Unreachable(String),
     /// A query failed.
     #[error("PostgreSQL query failed")]
     Query(#[from] diesel::result::Error),
     /// Applying migrations failed.
     #[error("failed to apply database migrations")]
     Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The server does not keep a session's state between statements: a pooler in transaction
+    /// or statement mode (PgBouncer's `pool_mode = transaction`) is in between.
+    #[error(
+        "APP_DATABASE_URL leads to a connection pooler in transaction mode (such as PgBouncer \
+         with pool_mode = transaction): a session's advisory lock was seen from another \
+         session. Migrations and email_worker's lease need session-level locks: use session \
+         pooling or connect to PostgreSQL directly"
+    )]
+    TransactionPooling,
 }
 
 /// A pool of PostgreSQL connections.
@@ -61,6 +74,10 @@ pub enum DbError {
 pub struct Database {
     pool: Pool<AsyncPgConnection>,
     config: DatabaseConfig,
+    connector: tls::Connector,
+    last_error: crate::pool_errors::LastError,
+    /// What the driver is given: the URL without libpq's TLS parameters.
+    driver_url: String,
 }
 
 impl std::fmt::Debug for Database {
@@ -75,15 +92,30 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Creates the pool. No connection is opened until one is needed.
     pub fn connect(config: &DatabaseConfig) -> Self {
-        let manager =
-            AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.expose().as_str());
+        let connector = tls::Connector::new(&config.tls);
+        let driver_url = config.tls.driver_url(config.url.expose());
+        let mut setup = ManagerConfig::default();
+        let opener = connector.clone();
+        setup.custom_setup = Box::new(move |url| {
+            let opener = opener.clone();
+            let url = url.to_owned();
+            Box::pin(async move { opener.connect(&url).await })
+        });
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            driver_url.as_str(),
+            setup,
+        );
+        let last_error = crate::pool_errors::LastError::new("PostgreSQL");
         let pool = Pool::builder()
             .max_size(config.max_connections)
             .connection_timeout(Duration::from_secs(5))
             .idle_timeout(Some(Duration::from_secs(300)))
             .test_on_check_out(true)
+            // A connection that cannot be opened says why, rather than "timed out".
+            .retry_connection(false)
+            .error_sink(Box::new(last_error.clone()))
             .build_unchecked(manager);
-        Self { pool, config: config.clone() }
+        Self { pool, config: config.clone(), connector, last_error, driver_url }
     }
 
     /// Takes a connection from the pool, waiting up to five seconds.
@@ -92,7 +124,10 @@ impl Database {
     ///
     /// Fails when no connection can be had in time.
     pub async fn get(&self) -> Result<PooledConnection<'_, AsyncPgConnection>, DbError> {
-        self.pool.get().await.map_err(DbError::Pool)
+        self.pool.get().await.map_err(|error| match (&error, self.last_error.take()) {
+            (bb8::RunError::TimedOut, Some(last)) => DbError::Unreachable(last),
+            _ => DbError::Pool(error),
+        })
     }
 
     /// Checks that PostgreSQL answers a query.
@@ -138,6 +173,13 @@ impl Database {
             .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
             .execute(&mut conn)
             .await?;
+        if let Err(error) = self.ensure_sessions_are_kept().await {
+            let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+                .execute(&mut conn)
+                .await;
+            return Err(error);
+        }
         let mut harness = AsyncMigrationHarness::new(conn);
         let mut applied = Ok(Vec::new());
         for migrations in sets {
@@ -168,11 +210,37 @@ impl Database {
         Ok(applied)
     }
 
+    /// With the migration lock held by one connection, a second one must not get it: if it
+    /// does, both ran on the same server session, which only a pooler in transaction or
+    /// statement mode does (it hands the session that holds the lock to whoever asks next).
+    /// A pooler that happens to give the second connection another session goes unnoticed.
+    async fn ensure_sessions_are_kept(&self) -> Result<(), DbError> {
+        #[derive(diesel::QueryableByName)]
+        struct Taken {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            taken: bool,
+        }
+        let mut other = self.connect_with_retry().await?;
+        let probe: Taken = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS taken")
+            .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+            .get_result(&mut other)
+            .await?;
+        if probe.taken {
+            // Given back on the shared session: it was taken twice there, once by each.
+            let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+                .execute(&mut other)
+                .await;
+            return Err(DbError::TransactionPooling);
+        }
+        Ok(())
+    }
+
     async fn connect_with_retry(&self) -> Result<AsyncPgConnection, DbError> {
         let deadline = tokio::time::Instant::now() + MIGRATE_CONNECT_DEADLINE;
         let mut delay = Duration::from_millis(200);
         loop {
-            match AsyncPgConnection::establish(self.config.url.expose().as_str()).await {
+            match self.connector.connect(&self.driver_url).await {
                 Ok(conn) => return Ok(conn),
                 Err(error) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL is not reachable yet");

@@ -80,6 +80,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod loki;
+mod pool_errors;
 pub mod queue;
 pub mod redis;
 pub mod service;

@@ -7,20 +7,66 @@
 //! let redis = Redis::connect(config)?;
 //! redis.ping().await?;
 //! let mut conn = redis.get().await?;
-//! let _: () = bb8_redis::redis::AsyncCommands::set(&mut *conn, "greeting", "hello").await
+//! let _: () = redis::AsyncCommands::set(&mut *conn, "greeting", "hello").await
 //!     .map_err(platform_core::redis::RedisError::Command)?;
 //! # Ok(()) }
 //! ```
 
 use std::time::Duration;
 
-use bb8_redis::RedisConnectionManager;
-use bb8_redis::redis;
+use redis::aio::MultiplexedConnection;
 
 use crate::config::RedisConfig;
 
 /// A pooled Redis connection.
 pub type RedisConnection<'a> = bb8::PooledConnection<'a, RedisConnectionManager>;
+
+/// The client `config` describes: `redis://`, or `rediss://` for TLS, whose server certificate
+/// is checked against `APP_REDIS_CA_FILE` when set, else the system's roots.
+///
+/// # Errors
+///
+/// Fails when the URL or the CA is not one the Redis client accepts.
+pub fn client(config: &RedisConfig) -> Result<redis::Client, redis::RedisError> {
+    let url = config.url.expose().as_str();
+    match &config.ca_pem {
+        None => redis::Client::open(url),
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+        ),
+    }
+}
+
+/// Opens multiplexed connections for the pool, and checks them with `PING`.
+///
+/// Our own rather than `bb8-redis`'s, which builds its client from a URL alone: a private CA
+/// for `rediss://` needs [`redis::Client::build_with_tls`].
+#[derive(Clone, Debug)]
+pub struct RedisConnectionManager {
+    client: redis::Client,
+}
+
+impl bb8::ManageConnection for RedisConnectionManager {
+    type Connection = MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        self.client.get_multiplexed_async_connection().await
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        let pong: String = redis::cmd("PING").query_async(conn).await?;
+        match pong.as_str() {
+            "PONG" => Ok(()),
+            _ => Err((redis::ErrorKind::Extension, "PING was not answered PONG").into()),
+        }
+    }
+
+    fn has_broken(&self, _: &mut Self::Connection) -> bool {
+        false
+    }
+}
 
 /// The error returned by [`Redis`] operations.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +77,9 @@ pub enum RedisError {
     /// No pooled connection became available in time, or opening one failed.
     #[error("failed to get a Redis connection from the pool")]
     Pool(#[source] bb8::RunError<redis::RedisError>),
+    /// No connection could be opened in time; the last attempt's error.
+    #[error("cannot connect to Redis: {0}")]
+    Connect(String),
     /// A command failed.
     #[error("Redis command failed")]
     Command(#[source] redis::RedisError),
@@ -40,6 +89,7 @@ pub enum RedisError {
 #[derive(Clone)]
 pub struct Redis {
     pool: bb8::Pool<RedisConnectionManager>,
+    last_error: crate::pool_errors::LastError,
 }
 
 impl std::fmt::Debug for Redis {
@@ -56,13 +106,17 @@ impl Redis {
     ///
     /// Fails when the URL is not one the Redis client accepts.
     pub fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
-        let manager = RedisConnectionManager::new(config.url.expose().as_str())
-            .map_err(RedisError::InvalidUrl)?;
+        let manager =
+            RedisConnectionManager { client: client(config).map_err(RedisError::InvalidUrl)? };
+        let last_error = crate::pool_errors::LastError::new("Redis");
         let pool = bb8::Pool::builder()
             .max_size(16)
             .connection_timeout(Duration::from_secs(5))
+            // A connection that cannot be opened says why, rather than "timed out".
+            .retry_connection(false)
+            .error_sink(Box::new(last_error.clone()))
             .build_unchecked(manager);
-        Ok(Self { pool })
+        Ok(Self { pool, last_error })
     }
 
     /// Takes a connection from the pool, waiting up to five seconds.
@@ -71,7 +125,10 @@ impl Redis {
     ///
     /// Fails when no connection can be had in time.
     pub async fn get(&self) -> Result<RedisConnection<'_>, RedisError> {
-        self.pool.get().await.map_err(RedisError::Pool)
+        self.pool.get().await.map_err(|error| match (&error, self.last_error.take()) {
+            (bb8::RunError::TimedOut, Some(last)) => RedisError::Connect(last),
+            _ => RedisError::Pool(error),
+        })
     }
 
     /// Checks that Redis answers `PING`.

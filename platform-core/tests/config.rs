@@ -315,3 +315,38 @@ fn ask_settings_have_stated_defaults_and_bad_values_are_named() {
     assert!(error.contains("APP_AI_DAILY_TOKENS"), "{error}");
     assert_no_secret(&error, &key);
 }
+
+#[test]
+fn ssh_clone_addresses_and_the_shutdown_grace_have_defaults_and_bad_values_are_named() {
+    let (key, _) = keygen("ed25519", &[]);
+    let mut env = full_env(&key);
+    let app = AppConfig::from_env_map(&env).expect("app config loads");
+    // By default users reach SSH where the web is, on the port the server listens on.
+    assert_eq!(app.domain.ssh_base(), "ssh://git@git.example.com:2222");
+    assert_eq!(app.http.shutdown_grace.as_secs(), 25);
+
+    env.insert("APP_SSH_PUBLIC_HOST".into(), "ssh.example.com".into());
+    env.insert("APP_SSH_PUBLIC_PORT".into(), "22".into());
+    env.insert("APP_SHUTDOWN_GRACE_SECONDS".into(), "585".into());
+    let hook = GitHookConfig::from_env_map(&env).expect("git_hook config loads");
+    assert_eq!(hook.domain.ssh_base(), "ssh://git@ssh.example.com");
+    assert_eq!(hook.http.shutdown_grace.as_secs(), 585);
+    env.insert("APP_SSH_PUBLIC_HOST".into(), "[2001:db8::7]".into());
+    env.insert("APP_SSH_PUBLIC_PORT".into(), "2022".into());
+    let app = AppConfig::from_env_map(&env).expect("app config loads");
+    assert_eq!(app.domain.ssh_base(), "ssh://git@[2001:db8::7]:2022");
+
+    env.insert("APP_SSH_PUBLIC_HOST".into(), "git@example.com".into());
+    env.insert("APP_SSH_PUBLIC_PORT".into(), "0".into());
+    env.insert("APP_SHUTDOWN_GRACE_SECONDS".into(), "soon".into());
+    env.insert("APP_SSH_PORT".into(), "70000".into());
+    let git = GitServerConfig::from_env_map(&env).expect_err("invalid").to_string();
+    for expected in [
+        "APP_SSH_PUBLIC_HOST: must be a host name or an IP address",
+        "APP_SSH_PUBLIC_PORT: must be a port number from 1 to 65535",
+        "APP_SHUTDOWN_GRACE_SECONDS: must be a positive whole number",
+    ] {
+        assert!(git.contains(expected), "{expected:?} not in:\n{git}");
+    }
+    assert_eq!(git.matches("APP_SSH_PORT:").count(), 1, "reported once:\n{git}");
+}

@@ -22,7 +22,7 @@ struct Work {
 }
 
 fn redis_config(url: &str) -> RedisConfig {
-    RedisConfig { url: SecretUrl::new(url.parse().expect("valid URL")) }
+    RedisConfig::new(SecretUrl::new(url.parse().expect("valid URL")))
 }
 
 fn nats_config(url: Option<&str>) -> NatsConfig {
@@ -34,6 +34,7 @@ fn options(namespace: &str) -> QueueOptions {
         namespace: namespace.to_owned(),
         publish_timeout: Duration::from_secs(2),
         nats_connect_timeout: Duration::from_secs(2),
+        shutdown_grace: None,
     }
 }
 
@@ -672,5 +673,39 @@ async fn nats_token_authentication_is_used_and_never_revealed() -> anyhow::Resul
         assert!(!text.contains(TOKEN), "{text}");
         assert!(wrong.is_none_or(|w| !text.contains(w)), "{text}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queues_shutdown_grace_is_every_consumers() -> anyhow::Result<()> {
+    let namespace = unique_name("q");
+    let options =
+        QueueOptions { shutdown_grace: Some(Duration::from_millis(300)), ..options(&namespace) };
+    let redis = redis_config(&broker_url(BackendKind::Redis));
+    let queue = Queue::redis(&redis, options, &Metrics::new("test"))?;
+    queue.publish("work", &Work { n: 1, sleep_ms: 0 }).await?;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let stop = CancellationToken::new();
+    // The consumer's own options would let the job run on for a minute after the stop.
+    let consumer = ConsumerOptions { shutdown_grace: Duration::from_secs(60), ..fast() };
+    let task = tokio::spawn({
+        let (queue, until, started) =
+            (queue.clone(), stop.clone().cancelled_owned(), Arc::clone(&started));
+        let handler = move |_job: Job<Work>| {
+            let started = Arc::clone(&started);
+            async move {
+                started.notify_one();
+                std::future::pending::<Result<(), JobError>>().await
+            }
+        };
+        async move { queue.consume("work", "held", consumer, handler, until).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await?;
+    let stopping = Instant::now();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task).await???;
+    let took = stopping.elapsed();
+    assert!(took >= Duration::from_millis(300), "the job was not given its grace: {took:?}");
+    assert!(took < Duration::from_secs(10), "the consumer's own grace was used: {took:?}");
     Ok(())
 }

@@ -47,7 +47,8 @@ impl App {
             accounts.clone(),
             RepoStore::new(&repos_root),
             "https://git.example.com".parse()?,
-        );
+        )
+        .with_ssh_base("ssh://git@git.example.com:2222");
         let routes = platform_core::accounts::api(accounts).merge(platform_git::api::api(repos));
         let password_hash = password::hash(PASSWORD)?;
         Ok(Self {
@@ -186,6 +187,7 @@ async fn a_created_repository_is_a_bare_repository_git_accepts() -> anyhow::Resu
     assert_eq!(created.body["private"], false);
     assert_eq!(created.body["permission"], "owner");
     assert_eq!(created.body["clone_url"], "https://git.example.com/ada/Engine.git");
+    assert_eq!(created.body["ssh_url"], "ssh://git@git.example.com:2222/ada/Engine.git");
 
     let path = app.disk_path("ada", "Engine");
     let git_dir = path.to_string_lossy().into_owned();

@@ -7,7 +7,7 @@ use platform_core::config::AppConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
-use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
+use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell, Starting};
 use platform_git::api::RepoApi;
 use platform_git::store::RepoStore;
 use platform_git::webhooks::guard::{AllowList, Guard};
@@ -18,8 +18,10 @@ use platform_storage::{AvatarRoot, FilesRoot};
 async fn main() -> anyhow::Result<()> {
     let config = AppConfig::from_env()?;
     let _telemetry = platform_core::telemetry::init("app", &config.telemetry)?;
+    let starting = Starting::bind("app", config.http.addr).await?;
 
     let database = Database::connect(&config.database);
+    starting.phase("applying database migrations");
     database
         .migrate_all([
             CORE_MIGRATIONS,
@@ -33,23 +35,19 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot create APP_REPOS_ROOT {}", config.repos_root.display()))?;
 
-    let shell = ServiceShell::new("app");
-    let queue =
-        Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
-            .await?;
+    let shell = ServiceShell::new("app").with_shutdown_grace(config.http.shutdown_grace);
+    let queue_options = QueueOptions::default().with_shutdown_grace(config.http.shutdown_grace);
+    let queue = Queue::connect(&config.nats, &config.redis, queue_options, shell.metrics()).await?;
     let accounts = Accounts::new(database.clone(), redis.clone(), queue.clone(), &config.session)?;
     let store = RepoStore::new(&config.repos_root);
     let guard = Guard::new(AllowList::from_entries(&config.webhooks.allowed_hosts)?);
     let repos = RepoApi::new(accounts.clone(), store, config.domain.public_url.clone())
-        .with_webhook_guard(guard);
+        .with_webhook_guard(guard)
+        .with_ssh_base(config.domain.ssh_base());
     // static_server serves STATIC_ROOT at /static/ of the public URL (the chart's Ingress).
     let static_url = config.domain.public_url.join("static/")?;
-    let mut limits = UploadLimits {
-        attachment_bytes: config.uploads.attachment_max_bytes,
-        ..UploadLimits::default()
-    };
-    limits.avatar.max_upload_bytes = usize::try_from(config.uploads.avatar_max_bytes)?;
-    let body_limit = usize::try_from(limits.attachment_bytes.max(config.uploads.avatar_max_bytes))?;
+    let limits = UploadLimits::from_config(&config.uploads);
+    let body_limit = limits.body_limit();
     let uploads = StorageApi::new(
         accounts.clone(),
         AvatarRoot::open(&config.avatar_path)?,
@@ -74,9 +72,7 @@ async fn main() -> anyhow::Result<()> {
         .with_readiness(queue.readiness_check())
         .with_readiness(ReadinessCheck::directory("repositories", config.repos_root))
         .with_readiness(code_search.readiness_check());
-    let listener = tokio::net::TcpListener::bind(config.http.addr)
-        .await
-        .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    let listener = starting.ready().await;
     // In embedded mode this process owns the store, so it indexes too.
     let indexing = code_search.worker.map(|worker| {
         tokio::spawn(async move { worker.run(platform_core::shutdown::signal()).await })

@@ -6,13 +6,14 @@ use platform_core::config::EmailWorkerConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
-use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_core::service::{ReadinessCheck, ServiceShell, Starting};
 use platform_mail::{Composer, EmailWorker, MAIL_MIGRATIONS, SmtpSender, WorkerOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = EmailWorkerConfig::from_env()?;
     let _telemetry = platform_core::telemetry::init("email_worker", &config.telemetry)?;
+    let starting = Starting::bind("email_worker", config.http.addr).await?;
     tracing::info!(
         smtp_host = %config.smtp.host,
         smtp_port = config.smtp.port,
@@ -21,13 +22,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let database = Database::connect(&config.database);
+    starting.phase("applying database migrations");
     database.migrate_all([CORE_MIGRATIONS, MAIL_MIGRATIONS]).await?;
     let redis = Redis::connect(&config.redis)?;
 
-    let shell = ServiceShell::new("email_worker");
-    let queue =
-        Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
-            .await?;
+    let shell = ServiceShell::new("email_worker").with_shutdown_grace(config.http.shutdown_grace);
+    let queue_options = QueueOptions::default().with_shutdown_grace(config.http.shutdown_grace);
+    let queue = Queue::connect(&config.nats, &config.redis, queue_options, shell.metrics()).await?;
     let worker = EmailWorker::new(
         queue.clone(),
         database.clone(),
@@ -41,9 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .with_readiness(ReadinessCheck::redis(redis))
         .with_readiness(queue.readiness_check())
         .with_readiness(worker.readiness_check());
-    let listener = tokio::net::TcpListener::bind(config.http.addr)
-        .await
-        .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    let listener = starting.ready().await;
     let sending = tokio::spawn(async move { worker.run(platform_core::shutdown::signal()).await });
     shell.serve(listener, platform_core::shutdown::signal()).await?;
     sending.await.context("the worker panicked")??;

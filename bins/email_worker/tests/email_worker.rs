@@ -57,7 +57,7 @@ impl Deployment {
     }
 
     async fn queue(&self) -> anyhow::Result<Queue> {
-        let config = RedisConfig { url: SecretUrl::new(self.redis.url().parse()?) };
+        let config = RedisConfig::new(SecretUrl::new(self.redis.url().parse()?));
         Ok(Queue::redis(&config, QueueOptions::default(), &Metrics::new("test"))?)
     }
 

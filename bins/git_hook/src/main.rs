@@ -8,7 +8,7 @@ use platform_core::config::GitHookConfig;
 use platform_core::db::{CORE_MIGRATIONS, Database};
 use platform_core::queue::{Queue, QueueOptions};
 use platform_core::redis::Redis;
-use platform_core::service::{ReadinessCheck, ServiceShell};
+use platform_core::service::{ReadinessCheck, ServiceShell, Starting};
 use platform_git::reactions::{HookWorker, HookWorkerSettings};
 use platform_git::store::RepoStore;
 use platform_git::webhooks::engine::DeliveryOptions;
@@ -18,15 +18,16 @@ use platform_git::webhooks::guard::{AllowList, Guard};
 async fn main() -> anyhow::Result<()> {
     let config = GitHookConfig::from_env()?;
     let _telemetry = platform_core::telemetry::init("git_hook", &config.telemetry)?;
+    let starting = Starting::bind("git_hook", config.http.addr).await?;
 
     let database = Database::connect(&config.database);
+    starting.phase("applying database migrations");
     database.migrate_all([CORE_MIGRATIONS, platform_git::GIT_MIGRATIONS, AI_MIGRATIONS]).await?;
     let redis = Redis::connect(&config.redis)?;
 
-    let shell = ServiceShell::new("git_hook");
-    let queue =
-        Queue::connect(&config.nats, &config.redis, QueueOptions::default(), shell.metrics())
-            .await?;
+    let shell = ServiceShell::new("git_hook").with_shutdown_grace(config.http.shutdown_grace);
+    let queue_options = QueueOptions::default().with_shutdown_grace(config.http.shutdown_grace);
+    let queue = Queue::connect(&config.nats, &config.redis, queue_options, shell.metrics()).await?;
     let settings = HookWorkerSettings {
         public_url: config.domain.public_url.clone(),
         guard: Guard::new(AllowList::from_entries(&config.webhooks.allowed_hosts)?),
@@ -35,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
             ..DeliveryOptions::default()
         },
         client: Default::default(),
+        ssh_base: Some(config.domain.ssh_base()),
     };
     let store = RepoStore::new(&config.repos_root);
     let code_search = GitHookCodeSearch::open(&config, database.clone(), queue.clone()).await?;
@@ -52,9 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .with_readiness(ReadinessCheck::redis(redis))
         .with_readiness(queue.readiness_check())
         .with_readiness(ReadinessCheck::directory("repositories", config.repos_root.clone()));
-    let listener = tokio::net::TcpListener::bind(config.http.addr)
-        .await
-        .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    let listener = starting.ready().await;
     let working = tokio::spawn(async move { worker.run(platform_core::shutdown::signal()).await });
     shell.serve(listener, platform_core::shutdown::signal()).await?;
     working.await.context("the worker panicked")??;

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use platform_core::config::StaticServerConfig;
-use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell};
+use platform_core::service::{ReadinessCheck, RouteLimits, ServiceShell, Starting};
 use platform_storage::StaticRoot;
 use platform_storage::serve::{StaticFiles, StaticOptions};
 
@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let config = StaticServerConfig::from_env()?;
     let _telemetry = platform_core::telemetry::init("static_server", &config.telemetry)?;
+    let starting = Starting::bind("static_server", config.http.addr).await?;
 
     let root = StaticRoot::open(&config.static_root)?;
     // The same files at /static/, where the public URLs app hands out point (the Ingress
@@ -23,13 +24,12 @@ async fn main() -> anyhow::Result<()> {
         .context("STATIC_PUBLIC_DIRS")?;
     files.ensure_apart_from(&config.repos_root).context("STATIC_PUBLIC_DIRS and APP_REPOS_ROOT")?;
     let shell = ServiceShell::new("static_server")
+        .with_shutdown_grace(config.http.shutdown_grace)
         .with_service(files)
         // Answers start at once; a download takes as long as the client needs.
         .with_limits(RouteLimits { request_timeout: None, body_limit: None })
         .with_readiness(ReadinessCheck::directory("static_root", config.static_root.clone()));
-    let listener = tokio::net::TcpListener::bind(config.http.addr)
-        .await
-        .with_context(|| format!("failed to listen on {}", config.http.addr))?;
+    let listener = starting.ready().await;
     shell.serve(listener, platform_core::shutdown::signal()).await?;
     Ok(())
 }

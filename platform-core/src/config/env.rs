@@ -79,9 +79,12 @@ impl<'a> EnvReader<'a> {
         Self { vars, problems: Vec::new() }
     }
 
-    /// Records a problem with `variable`.
+    /// Records a problem with `variable` (once, however many sections read it).
     pub fn problem(&mut self, variable: &str, message: impl Into<String>) {
-        self.problems.push(Problem { variable: variable.to_owned(), message: message.into() });
+        let problem = Problem { variable: variable.to_owned(), message: message.into() };
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
     }
 
     /// Returns the raw value of `variable`, or `None` when it is unset or empty.

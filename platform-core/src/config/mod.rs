@@ -37,6 +37,7 @@
 //! );
 //! ```
 
+mod database;
 mod env;
 mod observability;
 mod secret;
@@ -48,6 +49,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use url::Url;
 
+pub use database::{DatabaseConfig, DatabaseTls, SslMode};
 pub use env::{ConfigError, EnvReader, Problem, Sections};
 pub use observability::{
     DnsLookup, DnsTargets, LogPushConfig, LokiConfig, ScrapeConfig, StaticTarget, push_url,
@@ -99,53 +101,61 @@ impl TelemetryConfig {
     }
 }
 
-/// Where a service's HTTP server listens: `APP_HTTP_ADDR`, defaulting to the chart's port on all
-/// interfaces.
+/// Where a service's HTTP server listens, `APP_HTTP_ADDR` (default: the chart's port on all
+/// interfaces), and how long it lets work in flight finish once told to stop,
+/// `APP_SHUTDOWN_GRACE_SECONDS` (default 25: inside Kubernetes' default termination grace period
+/// of 30 s; the chart derives it from the pod's).
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     /// The socket address to bind. Port 0 asks the system for a free port.
     pub addr: SocketAddr,
+    /// After SIGTERM: how long requests, git operations, SSH sessions and jobs in flight may
+    /// take to finish before they are abandoned.
+    pub shutdown_grace: std::time::Duration,
 }
+
+/// The default of `APP_SHUTDOWN_GRACE_SECONDS`.
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(25);
 
 impl HttpConfig {
     /// Reads the section; `default_port` is the service's port in the chart.
     pub fn read(env: &mut EnvReader<'_>, default_port: u16) -> Option<Self> {
         let default = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), default_port);
-        env.or_default("APP_HTTP_ADDR", default, parse_socket_addr).map(|addr| Self { addr })
+        let addr = env.or_default("APP_HTTP_ADDR", default, parse_socket_addr);
+        let grace = env.or_default(
+            "APP_SHUTDOWN_GRACE_SECONDS",
+            DEFAULT_SHUTDOWN_GRACE.as_secs(),
+            parse_positive::<u64>,
+        );
+        Some(Self { addr: addr?, shutdown_grace: std::time::Duration::from_secs(grace?) })
     }
 }
 
-/// PostgreSQL: `APP_DATABASE_URL` and `APP_DATABASE_MAX_CONNECTIONS` (default 10).
-#[derive(Clone, Debug)]
-pub struct DatabaseConfig {
-    /// The connection URL (`postgres://user:password@host:5432/db`).
-    pub url: SecretUrl,
-    /// The most connections the pool opens.
-    pub max_connections: u32,
-}
-
-impl DatabaseConfig {
-    /// Reads the section, recording problems in `env`.
-    pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
-        let url =
-            env.required("APP_DATABASE_URL", secret_url_with_schemes(&["postgres", "postgresql"]));
-        let max_connections = env.or_default("APP_DATABASE_MAX_CONNECTIONS", 10, parse_positive);
-        Some(Self { url: url?, max_connections: max_connections? })
-    }
-}
-
-/// Redis: `APP_REDIS_URL`.
+/// Redis: `APP_REDIS_URL` (`rediss://` for TLS) and `APP_REDIS_CA_FILE`, the CA certificates
+/// (PEM) that sign the server's certificate when they are not the system's.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
     /// The connection URL (`redis://host:6379`, `rediss://` for TLS).
     pub url: SecretUrl,
+    /// The PEM of `APP_REDIS_CA_FILE`, when set.
+    pub ca_pem: Option<std::sync::Arc<[u8]>>,
 }
 
 impl RedisConfig {
+    /// A configuration for `url` alone.
+    pub fn new(url: SecretUrl) -> Self {
+        Self { url, ca_pem: None }
+    }
+
     /// Reads the section, recording problems in `env`.
     pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
-        env.required("APP_REDIS_URL", secret_url_with_schemes(&["redis", "rediss"]))
-            .map(|url| Self { url })
+        let url = env.required("APP_REDIS_URL", secret_url_with_schemes(&["redis", "rediss"]));
+        let ca_pem = env.optional("APP_REDIS_CA_FILE", |raw| {
+            let path = parse_absolute_path(raw)?;
+            database::read_certificates(&path)?;
+            std::fs::read(&path).map(Into::into).map_err(|e| format!("cannot read it: {e}"))
+        });
+        Some(Self { url: url?, ca_pem: ca_pem? })
     }
 }
 
@@ -167,25 +177,61 @@ impl NatsConfig {
     }
 }
 
-/// The public base URL of the deployment: `APP_DOMAIN_URL`, used to build links in mail and API
-/// responses.
+/// The public addresses of the deployment: `APP_DOMAIN_URL`, used to build links in mail and API
+/// responses, and where users reach git over SSH, `APP_SSH_PUBLIC_HOST` (default: the host of
+/// `APP_DOMAIN_URL`) and `APP_SSH_PUBLIC_PORT` (default: `APP_SSH_PORT`, else 2222), for the SSH
+/// clone addresses shown in the API and in webhook payloads.
 #[derive(Clone, Debug)]
 pub struct DomainConfig {
     /// For example `https://git.example.com`.
     pub public_url: Url,
+    /// The host name or address users connect to over SSH.
+    pub ssh_host: String,
+    /// The port users connect to over SSH (which a load balancer may map to the server's).
+    pub ssh_port: u16,
 }
 
 impl DomainConfig {
     /// Reads the section, recording problems in `env`.
     pub fn read(env: &mut EnvReader<'_>) -> Option<Self> {
-        env.required("APP_DOMAIN_URL", |raw| {
+        let public_url = env.required("APP_DOMAIN_URL", |raw| {
             let url = url_with_schemes(&["http", "https"])(raw)?;
             if url.query().is_some() || url.fragment().is_some() {
                 return Err("must not have a query or fragment".to_owned());
             }
             Ok(url)
-        })
-        .map(|public_url| Self { public_url })
+        });
+        let ssh_host = env.optional("APP_SSH_PUBLIC_HOST", |raw| {
+            url::Host::parse(raw)
+                .map(|host| host.to_string())
+                .map_err(|e| format!("must be a host name or an IP address ({e})"))
+        });
+        // APP_SSH_PORT is gitserver's to check (SshConfig); here it is only a default.
+        let listen_port = env
+            .raw("APP_SSH_PORT")
+            .and_then(|raw| parse_port(raw).ok())
+            .unwrap_or(DEFAULT_SSH_PORT);
+        let ssh_port = env.optional("APP_SSH_PUBLIC_PORT", parse_port);
+        // Problems with the SSH address are recorded; its defaults stand in meanwhile, so that
+        // what derives from the public URL (mail's sender) is not reported missing as well.
+        let public_url = public_url?;
+        let ssh_host = match ssh_host.flatten() {
+            Some(host) => host,
+            None => public_url.host_str().unwrap_or("localhost").to_owned(),
+        };
+        let ssh_port = ssh_port.flatten().unwrap_or(listen_port);
+        Some(Self { public_url, ssh_host, ssh_port })
+    }
+
+    /// The base of SSH clone addresses, `ssh://git@HOST[:PORT]` (no port when it is 22): a
+    /// repository's is `{base}/{owner}/{name}.git`.
+    pub fn ssh_base(&self) -> String {
+        // IPv6 addresses are kept in brackets, as URLs write them.
+        let host = &self.ssh_host;
+        match self.ssh_port {
+            22 => format!("ssh://git@{host}"),
+            port => format!("ssh://git@{host}:{port}"),
+        }
     }
 }
 

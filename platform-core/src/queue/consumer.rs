@@ -126,6 +126,10 @@ impl Queue {
     {
         validate_name("stream", stream)?;
         validate_name("group", group)?;
+        let mut options = options;
+        if let Some(grace) = self.options.shutdown_grace {
+            options.shutdown_grace = grace;
+        }
         let context = Arc::new(Context {
             stream: stream.to_owned(),
             group: group.to_owned(),

@@ -265,6 +265,10 @@ pub struct QueueOptions {
     pub publish_timeout: Duration,
     /// How long connecting to NATS at start may take before Redis is chosen. Default 3 s.
     pub nats_connect_timeout: Duration,
+    /// When set, how long jobs in flight may run after shutdown begins, for every consumer of
+    /// this queue whatever its [`ConsumerOptions::shutdown_grace`]: the process's own grace
+    /// (`APP_SHUTDOWN_GRACE_SECONDS`), so that one value decides it. Default unset.
+    pub shutdown_grace: Option<Duration>,
 }
 
 impl Default for QueueOptions {
@@ -273,7 +277,16 @@ impl Default for QueueOptions {
             namespace: "platform".to_owned(),
             publish_timeout: Duration::from_secs(5),
             nats_connect_timeout: Duration::from_secs(3),
+            shutdown_grace: None,
         }
+    }
+}
+
+impl QueueOptions {
+    /// These options with [`QueueOptions::shutdown_grace`] set.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
+        self
     }
 }
 
@@ -281,7 +294,7 @@ impl Default for QueueOptions {
 #[derive(Clone, Debug)]
 enum Backend {
     Nats(Box<nats::NatsBackend>),
-    Redis(redis_streams::RedisBackend),
+    Redis(Box<redis_streams::RedisBackend>),
 }
 
 /// One delivery of a job to this consumer.
@@ -480,7 +493,8 @@ impl Queue {
         options: QueueOptions,
         metrics: &Metrics,
     ) -> Result<Self, QueueError> {
-        let redis_backend = Backend::Redis(redis_streams::RedisBackend::new(redis, &options)?);
+        let redis_backend =
+            Backend::Redis(Box::new(redis_streams::RedisBackend::new(redis, &options)?));
         let Some(url) = &nats.url else {
             tracing::info!("job queue on Redis Streams: NATS_URL is not set");
             return Ok(Self::assemble(redis_backend, None, options, metrics));
@@ -546,7 +560,7 @@ impl Queue {
         metrics: &Metrics,
     ) -> Result<Self, QueueError> {
         let backend = redis_streams::RedisBackend::new(redis, &options)?;
-        Ok(Self::assemble(Backend::Redis(backend), None, options, metrics))
+        Ok(Self::assemble(Backend::Redis(Box::new(backend)), None, options, metrics))
     }
 
     fn assemble(

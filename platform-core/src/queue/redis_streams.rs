@@ -108,8 +108,7 @@ fn err(operation: &'static str, stream: &str, source: redis::RedisError) -> Queu
 
 impl RedisBackend {
     pub(super) fn new(config: &RedisConfig, options: &QueueOptions) -> Result<Self, QueueError> {
-        let client =
-            redis::Client::open(config.url.expose().as_str()).map_err(QueueError::RedisUrl)?;
+        let client = crate::redis::client(config).map_err(QueueError::RedisUrl)?;
         Ok(Self {
             client,
             shared: Arc::new(OnceCell::new()),

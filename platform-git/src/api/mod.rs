@@ -76,6 +76,7 @@ pub struct RepoApi {
     public_url: Url,
     browser: Browser,
     webhook_guard: Guard,
+    ssh_base: Option<String>,
 }
 
 impl FromRef<RepoApi> for Key {
@@ -93,7 +94,15 @@ impl RepoApi {
             public_url,
             browser: Browser::new(Limits::default()),
             webhook_guard: Guard::default(),
+            ssh_base: None,
         }
+    }
+
+    /// Shows `ssh_url`, `{ssh_base}/{owner}/{name}.git`, beside each repository's `clone_url`
+    /// (`ssh_base` such as `ssh://git@git.example.com:2222`).
+    pub fn with_ssh_base(mut self, ssh_base: impl Into<String>) -> Self {
+        self.ssh_base = Some(ssh_base.into().trim_end_matches('/').to_owned());
+        self
     }
 
     /// Checks payload URLs of webhooks against `guard` instead of the default one (public
@@ -129,6 +138,10 @@ impl RepoApi {
         let base = self.public_url.as_str().trim_end_matches('/');
         Repository {
             clone_url: format!("{base}/{}/{}.git", record.owner, record.name),
+            ssh_url: self
+                .ssh_base
+                .as_ref()
+                .map(|ssh| format!("{ssh}/{}/{}.git", record.owner, record.name)),
             full_name: format!("{}/{}", record.owner, record.name),
             id: record.id,
             owner: record.owner,
@@ -266,6 +279,8 @@ pub struct Repository {
     pub default_branch: String,
     /// The address to clone it from over HTTP.
     pub clone_url: String,
+    /// The address to clone it from over SSH, when the deployment serves SSH.
+    pub ssh_url: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When its settings last changed.

@@ -28,6 +28,9 @@ pub struct HookWorkerSettings {
     pub delivery: DeliveryOptions,
     /// Timeouts and caps of each delivery's request.
     pub client: ClientOptions,
+    /// The base of SSH clone addresses (`ssh://git@git.example.com:2222`), for payloads'
+    /// `ssh_url`; without it payloads have none.
+    pub ssh_base: Option<String>,
 }
 
 /// A `git_hook` worker: [`RepositoryMetadata`], [`WebhookFanOut`] and [`Notifier`] as push
@@ -44,6 +47,7 @@ pub struct HookWorkerSettings {
 ///     guard: Default::default(),
 ///     delivery: Default::default(),
 ///     client: Default::default(),
+///     ssh_base: Some("ssh://git@git.example.com:2222".to_owned()),
 /// };
 /// let worker = HookWorker::new(database, queue, RepoStore::new("/data/repos"), settings)?;
 /// worker.build(metrics).run(platform_core::shutdown::signal()).await?;
@@ -74,15 +78,19 @@ impl HookWorker {
     ) -> Result<Self, ClientError> {
         let browser = Browser::new(Limits::default());
         let client = DeliveryClient::new(settings.guard, settings.client)?;
+        let mut fan_out = WebhookFanOut::new(
+            database.clone(),
+            queue.clone(),
+            store.clone(),
+            browser.clone(),
+            settings.public_url,
+        );
+        if let Some(base) = settings.ssh_base {
+            fan_out = fan_out.with_ssh_base(base);
+        }
         let reactions = PushReactions::builder(queue.clone(), database.clone())
             .with(RepositoryMetadata::new(database.clone(), store.clone(), browser.clone()))
-            .with(WebhookFanOut::new(
-                database.clone(),
-                queue.clone(),
-                store.clone(),
-                browser.clone(),
-                settings.public_url,
-            ))
+            .with(fan_out)
             .with(Notifier::new(database.clone(), queue.clone(), browser, store));
         Ok(Self { reactions, engine: (database, queue, client, settings.delivery) })
     }

@@ -60,16 +60,21 @@ pub struct SshOptions {
     pub max_channels: usize,
     /// How many connections are served at once; more are closed at once.
     pub max_connections: usize,
+    /// Once shutdown begins, how long open sessions may take to finish (a clone or a push
+    /// running) before they are disconnected.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SshOptions {
-    /// 30 s to authenticate, 10 minutes of silence, 4 channels, 512 connections.
+    /// 30 s to authenticate, 10 minutes of silence, 4 channels, 512 connections, 25 s to finish
+    /// after shutdown begins.
     fn default() -> Self {
         Self {
             auth_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_channels: 4,
             max_connections: 512,
+            shutdown_grace: Duration::from_secs(25),
         }
     }
 }
@@ -170,8 +175,9 @@ impl GitSsh {
         &self.fingerprint
     }
 
-    /// Serves connections from `listener` until `shutdown` completes, then disconnects every
-    /// session.
+    /// Serves connections from `listener` until `shutdown` completes; then closes the listener
+    /// (new connections are refused), lets open sessions finish for
+    /// [`SshOptions::shutdown_grace`], disconnects those still open, and returns.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let connections = Arc::new(Semaphore::new(self.options.max_connections));
         let stop = tokio_util::sync::CancellationToken::new();
@@ -196,7 +202,25 @@ impl GitSsh {
             let _ = socket.set_nodelay(true);
             tokio::spawn(self.clone().connection(socket, peer, permit, stop.clone()));
         }
+        drop(listener);
+        let limit = self.options.max_connections;
+        let open = limit - connections.available_permits();
+        let all = u32::try_from(limit).unwrap_or(u32::MAX);
+        if open > 0 {
+            tracing::info!(open, "SSH: no new connections; letting open sessions finish");
+            let grace = self.options.shutdown_grace;
+            if tokio::time::timeout(grace, connections.acquire_many(all)).await.is_err() {
+                let open = limit - connections.available_permits();
+                tracing::warn!(
+                    open,
+                    grace_s = grace.as_secs(),
+                    "SSH: grace period over: disconnecting"
+                );
+            }
+        }
         stop.cancel();
+        // The disconnect messages go out as each connection's task ends.
+        let _ = tokio::time::timeout(Duration::from_secs(1), connections.acquire_many(all)).await;
     }
 
     async fn connection(
