@@ -32,7 +32,8 @@
 //!    large enough that nothing is dropped, and it must drop nothing. Goal: at least 0.8x direct.
 //!
 //! Every figure is the median of `BENCH_AGGREGATOR_RUNS` (3) runs, the two sides alternating
-//! (and a first, untimed push of each log side).
+//! (and a first, untimed push of each log side). `BENCH_AGGREGATOR_ONLY=scrape` or `logs` runs
+//! one half.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -104,8 +105,11 @@ async fn main() -> anyhow::Result<()> {
         "metrics_aggregator ({}) against Prometheus and a Loki receiver fed directly",
         binary.display()
     );
-    let scrape = scrape_bench(&settings, &binary).await?;
-    let logs = log_bench(&settings, &binary).await?;
+    // BENCH_AGGREGATOR_ONLY=scrape or logs runs one half.
+    let only = std::env::var("BENCH_AGGREGATOR_ONLY").unwrap_or_default();
+    let scrape =
+        if only == "logs" { String::new() } else { scrape_bench(&settings, &binary).await? };
+    let logs = if only == "scrape" { String::new() } else { log_bench(&settings, &binary).await? };
     println!("\n{scrape}\n{logs}");
     Ok(())
 }
@@ -280,12 +284,16 @@ async fn scrape_with_aggregator(
         let client = client.clone();
         let own_url = aggregator.url("/metrics");
         let interval = Duration::from_secs(settings.interval);
-        tokio::spawn(async move {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
             let mut rounds = Vec::new();
             let mut durations = Vec::new();
             let mut ticks = tokio::time::interval(interval);
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = &mut stopped => break,
+                }
                 let Ok(merged) = fetch(&client, &merged_url).await else { break };
                 durations.extend(values(&merged, "scrape_duration_seconds"));
                 let Ok(own) = fetch(&client, &own_url).await else { break };
@@ -295,7 +303,8 @@ async fn scrape_with_aggregator(
                 }
             }
             (rounds, durations)
-        })
+        });
+        (stop, task)
     };
     between_rounds(endpoints, &baseline).await?;
     let (before, scraped_before, started) =
@@ -304,7 +313,8 @@ async fn scrape_with_aggregator(
     between_rounds(endpoints, &baseline).await?;
     let (after, scraped_after, elapsed) =
         (ProcessUsage::of(pid)?, scrapes(endpoints), started.elapsed());
-    reading.abort();
+    let (stop_reading, reading) = reading;
+    let _ = stop_reading.send(());
     let (mut rounds, mut durations) = reading.await.unwrap_or_default();
     drop(aggregator);
     let cpu = after.cpu_seconds - before.cpu_seconds;

@@ -270,16 +270,15 @@ impl LogForwarder {
         let mut stopping = std::pin::pin!(stopping);
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            if deadline.is_none() {
+            // Batches ready go out back to back; only with none ready is there a wait.
+            let Some(batch) = self.next_batch(deadline.is_some()) else {
+                if deadline.is_some() {
+                    return;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(tick) => {}
                     () = self.wake.notified() => {}
                     () = &mut stopping => deadline = Some(tokio::time::Instant::now() + final_flush),
-                }
-            }
-            let Some(batch) = self.next_batch(deadline.is_some()) else {
-                if deadline.is_some() {
-                    return;
                 }
                 continue;
             };
